@@ -1,1 +1,69 @@
-fn main() {}
+//! `cargo xtask`: developer tasks for slimseg.
+//!
+//! A plain binary with few dependencies, built in its own target dir (see the alias in
+//! `.cargo/config.toml`) so it never waits on the libtorch build. It shells out to cargo
+//! rather than linking the heavy crates. One module per task.
+
+mod setup;
+mod test;
+
+use anyhow::{Result, bail};
+use std::path::PathBuf;
+use std::process::Command;
+
+const USAGE: &str = "\
+usage: cargo xtask <task> [options]
+
+tasks:
+  setup [--libtorch DIR] [--cuda]
+        Make libtorch 2.11 available to cargo: use DIR (or $SLIMSEG_LIBTORCH), else an
+        importable Python torch 2.11.x, else pip-install torch==2.11.0 into the user cache
+        ($SLIMSEG_CACHE_DIR, $XDG_CACHE_HOME/slimseg or ~/.cache/slimseg). --cuda installs
+        the CUDA libraries too (several GB; only useful on a GPU machine).
+  test  Setup if needed, then cargo fmt --check, clippy (warnings denied) and
+        cargo test --workspace.";
+
+fn main() {
+    if let Err(err) = run() {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let task = args.next();
+    let rest: Vec<String> = args.collect();
+    match task.as_deref() {
+        Some("setup") => setup::run(&setup::Options::parse(&rest)?).map(|_| ()),
+        Some("test") => test::run(&rest),
+        Some("-h" | "--help" | "help") | None => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => bail!("unknown task `{other}`\n\n{USAGE}"),
+    }
+}
+
+/// The workspace root: the parent of this crate's manifest directory.
+fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+/// Runs `cargo` with `args` in the workspace root, failing with the command line on error.
+fn cargo(args: &[&str]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    eprintln!("$ cargo {}", args.join(" "));
+    let status = Command::new(&cargo)
+        .args(args)
+        .current_dir(workspace_root())
+        .status()?;
+    if !status.success() {
+        bail!("`cargo {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}

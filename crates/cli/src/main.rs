@@ -1,4 +1,31 @@
-fn main() {
-    let t = tch::Tensor::from_slice(&[1.0f32, 2.0]);
-    println!("{:?} cuda={}", t.sum(tch::Kind::Float), tch::Cuda::is_available());
+//! `slimseg`: compress transformer segmentation models for cardiac MRI.
+//!
+//! One subcommand per pipeline stage; `doctor` reports the runtime the tool sees.
+
+mod doctor;
+
+use clap::{Parser, Subcommand};
+
+/// Command-line interface of slimseg.
+#[derive(Debug, Parser)]
+#[command(name = "slimseg", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the slimseg and libtorch versions, where libtorch was loaded from, CPU threads
+    /// and CUDA / cuDNN availability.
+    Doctor,
+}
+
+fn main() -> anyhow::Result<()> {
+    // Before anything asks libtorch about CUDA: load its CUDA backend if it can be loaded.
+    slimseg_model::runtime::init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Doctor => doctor::run(),
+    }
 }
