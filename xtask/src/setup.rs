@@ -303,9 +303,13 @@ fn pip_install(target: &Path, cuda: bool) -> Result<()> {
     Ok(())
 }
 
+/// The tool's `ERROR:` lines if it printed any, else its last `n` non-empty lines.
 fn last_lines(bytes: &[u8], n: usize) -> String {
     let text = String::from_utf8_lossy(bytes);
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let mut lines: Vec<&str> = text.lines().filter(|l| l.starts_with("ERROR:")).collect();
+    if lines.is_empty() {
+        lines = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    }
     lines[lines.len().saturating_sub(n)..]
         .iter()
         .map(|line| format!("    {}", line.trim()))
