@@ -47,7 +47,27 @@ pub fn run() -> anyhow::Result<()> {
         }
     }
     println!("cudnn          {}", yes_no(tch::Cuda::cudnn_is_available()));
+    if available {
+        match cuda_smoke_test() {
+            Ok(diff) => println!("cuda matmul    ok on cuda:0 (max |gpu - cpu| = {diff:.2e})"),
+            Err(err) => println!("cuda matmul    FAILED on cuda:0: {err}"),
+        }
+    }
     Ok(())
+}
+
+/// Multiplies two random matrices on cuda:0 and on the CPU; returns the largest difference.
+/// Proves the backend runs kernels, not just that it reports a device.
+fn cuda_smoke_test() -> Result<f64, tch::TchError> {
+    let a = tch::Tensor::f_randn([256, 256], (tch::Kind::Float, tch::Device::Cpu))?;
+    let b = tch::Tensor::f_randn([256, 256], (tch::Kind::Float, tch::Device::Cpu))?;
+    let cpu = a.f_matmul(&b)?;
+    let device = tch::Device::Cuda(0);
+    let gpu = a
+        .f_to(device)?
+        .f_matmul(&b.f_to(device)?)?
+        .f_to(tch::Device::Cpu)?;
+    (gpu - cpu).f_abs()?.f_max()?.f_double_value(&[])
 }
 
 fn yes_no(flag: bool) -> &'static str {
