@@ -1,0 +1,207 @@
+//! Building blocks with the official PyTorch variable names: linear, plain and
+//! weight-standardised convolutions, and the decoder's conv-BN-ReLU.
+
+use tch::Tensor;
+use tch::nn::{self, Init, ModuleT};
+
+/// PyTorch's default init bound for a layer with `fan_in` inputs (kaiming uniform with
+/// a = sqrt(5), which gives 1/sqrt(fan_in)); zero-sized layers get zeros.
+fn default_init(fan_in: usize, numel: usize) -> Init {
+    if fan_in == 0 || numel == 0 {
+        Init::Const(0.0)
+    } else {
+        let bound = 1.0 / (fan_in as f64).sqrt();
+        Init::Uniform {
+            lo: -bound,
+            up: bound,
+        }
+    }
+}
+
+/// Fully connected layer `y = x W^T + b` (`weight` `[out, in]`, `bias` `[out]`). Either
+/// width may be zero, which a pruned block needs.
+#[derive(Debug)]
+pub(crate) struct Linear {
+    pub weight: Tensor,
+    pub bias: Tensor,
+}
+
+impl Linear {
+    pub fn new(p: &nn::Path, in_dim: usize, out_dim: usize) -> Self {
+        let init = default_init(in_dim, in_dim * out_dim);
+        Linear {
+            weight: p.var("weight", &[out_dim as i64, in_dim as i64], init),
+            bias: p.var("bias", &[out_dim as i64], default_init(in_dim, out_dim)),
+        }
+    }
+
+    /// # Shapes
+    /// `[.., in] -> [.., out]`
+    pub fn forward(&self, xs: &Tensor) -> Tensor {
+        xs.linear(&self.weight, Some(&self.bias))
+    }
+}
+
+/// 2D convolution with optional bias (`nn.Conv2d`).
+#[derive(Debug)]
+pub(crate) struct Conv2d {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    pub stride: i64,
+    pub padding: i64,
+}
+
+impl Conv2d {
+    pub fn new(
+        p: &nn::Path,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        padding: usize,
+        bias: bool,
+    ) -> Self {
+        let fan_in = cin * k * k;
+        let weight = p.var(
+            "weight",
+            &[cout as i64, cin as i64, k as i64, k as i64],
+            default_init(fan_in, fan_in * cout),
+        );
+        let bias = bias.then(|| p.var("bias", &[cout as i64], default_init(fan_in, cout)));
+        Conv2d {
+            weight,
+            bias,
+            stride: stride as i64,
+            padding: padding as i64,
+        }
+    }
+
+    /// # Shapes
+    /// `[B, cin, H, W] -> [B, cout, H', W']`
+    pub fn forward(&self, xs: &Tensor) -> Tensor {
+        xs.conv2d(
+            &self.weight,
+            self.bias.as_ref(),
+            [self.stride; 2],
+            [self.padding; 2],
+            [1, 1],
+            1,
+        )
+    }
+}
+
+/// Weight-standardised convolution (BiT's `StdConv2d`, no bias): the kernel of each
+/// output channel is normalised to zero mean and unit variance (biased, eps 1e-5)
+/// before convolving.
+#[derive(Debug)]
+pub(crate) struct StdConv2d(pub Conv2d);
+
+impl StdConv2d {
+    pub fn new(
+        p: &nn::Path,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Self {
+        StdConv2d(Conv2d::new(p, cin, cout, k, stride, padding, false))
+    }
+
+    /// # Shapes
+    /// `[B, cin, H, W] -> [B, cout, H', W']`
+    pub fn forward(&self, xs: &Tensor) -> Tensor {
+        let w = &self.0.weight;
+        let (var, mean) = w.var_mean_correction([1i64, 2, 3].as_slice(), 0, true);
+        let w = (w - mean) / (var + 1e-5).sqrt();
+        xs.conv2d(
+            &w,
+            None::<&Tensor>,
+            [self.0.stride; 2],
+            [self.0.padding; 2],
+            [1, 1],
+            1,
+        )
+    }
+}
+
+/// GroupNorm with affine `weight`/`bias`.
+#[derive(Debug)]
+pub(crate) struct GroupNorm {
+    pub groups: i64,
+    pub eps: f64,
+    pub weight: Tensor,
+    pub bias: Tensor,
+}
+
+impl GroupNorm {
+    pub fn new(p: &nn::Path, groups: usize, channels: usize, eps: f64) -> Self {
+        GroupNorm {
+            groups: groups as i64,
+            eps,
+            weight: p.var("weight", &[channels as i64], Init::Const(1.0)),
+            bias: p.var("bias", &[channels as i64], Init::Const(0.0)),
+        }
+    }
+
+    pub fn forward(&self, xs: &Tensor) -> Tensor {
+        xs.group_norm(
+            self.groups,
+            Some(&self.weight),
+            Some(&self.bias),
+            self.eps,
+            true,
+        )
+    }
+}
+
+/// LayerNorm over the last dimension.
+#[derive(Debug)]
+pub(crate) struct LayerNorm {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    pub fn new(p: &nn::Path, dim: usize, eps: f64) -> Self {
+        LayerNorm {
+            weight: p.var("weight", &[dim as i64], Init::Const(1.0)),
+            bias: p.var("bias", &[dim as i64], Init::Const(0.0)),
+            eps,
+        }
+    }
+
+    pub fn forward(&self, xs: &Tensor) -> Tensor {
+        let d = *self.weight.size().last().expect("layer norm weight is 1-d");
+        xs.layer_norm(
+            [d].as_slice(),
+            Some(&self.weight),
+            Some(&self.bias),
+            self.eps,
+            true,
+        )
+    }
+}
+
+/// The decoder's `Conv2dReLU`: `0` conv (no bias), `1` BatchNorm, ReLU.
+#[derive(Debug)]
+pub(crate) struct Conv2dReLU {
+    pub conv: Conv2d,
+    pub bn: nn::BatchNorm,
+}
+
+impl Conv2dReLU {
+    pub fn new(p: &nn::Path, cin: usize, cout: usize, k: usize, padding: usize) -> Self {
+        Conv2dReLU {
+            conv: Conv2d::new(&(p / "0"), cin, cout, k, 1, padding, false),
+            bn: nn::batch_norm2d(p / "1", cout as i64, Default::default()),
+        }
+    }
+
+    /// # Shapes
+    /// `[B, cin, H, W] -> [B, cout, H, W]`
+    pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.bn.forward_t(&self.conv.forward(xs), train).relu()
+    }
+}

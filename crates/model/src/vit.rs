@@ -1,0 +1,315 @@
+//! The transformer half of the hybrid encoder: patch embedding of the ResNet feature,
+//! position embeddings, pre-norm blocks (LayerNorm eps 1e-6, separate query/key/value/out
+//! linears, MLP fc1-GELU-fc2) with the three gated dimensions, and the encoder norm.
+//!
+//! A block built from a [`LayerArch`] has physically reduced widths: q/k/v project to the
+//! kept dimensions of each head, the MLP has the kept units, and only the kept tokens
+//! enter the block (gathered, then scattered back into the full grid). The softmax scale
+//! is always `1/sqrt(full head_dim)`.
+
+use tch::{Tensor, nn};
+
+use crate::arch::LayerArch;
+use crate::config::ModelConfig;
+use crate::error::Result;
+use crate::gates::{LayerGates, weighted_softmax};
+use crate::layers::{Conv2d, LayerNorm, Linear};
+use crate::resnet::ResNetV2;
+
+/// Multi-head self-attention with per-head widths.
+#[derive(Debug)]
+pub(crate) struct Attention {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    out: Linear,
+    /// Kept dims of each head (all `head_dim` in the full model).
+    head_widths: Vec<usize>,
+    scale: f64,
+    dropout: f64,
+}
+
+impl Attention {
+    fn new(p: &nn::Path, cfg: &ModelConfig, head_widths: Vec<usize>) -> Self {
+        let width: usize = head_widths.iter().sum();
+        Attention {
+            query: Linear::new(&(p / "query"), cfg.hidden, width),
+            key: Linear::new(&(p / "key"), cfg.hidden, width),
+            value: Linear::new(&(p / "value"), cfg.hidden, width),
+            out: Linear::new(&(p / "out"), width, cfg.hidden),
+            head_widths,
+            scale: 1.0 / (cfg.head_dim() as f64).sqrt(),
+            dropout: cfg.attention_dropout,
+        }
+    }
+
+    /// Attention of equal-width heads: `q, k, v [B, N, H, d]` -> `[B, N, H * d]`.
+    fn heads_attention(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        key_w: Option<&Tensor>,
+        train: bool,
+    ) -> Tensor {
+        let (b, n, h, d) = q.size4().expect("4-d q");
+        let q = q.permute([0, 2, 1, 3]);
+        let k = k.permute([0, 2, 3, 1]);
+        let v = v.permute([0, 2, 1, 3]);
+        let scores = q.matmul(&k) * self.scale;
+        let probs = match key_w {
+            Some(w) => weighted_softmax(&scores, w),
+            None => scores.softmax(-1, scores.kind()),
+        };
+        let probs = probs.dropout(self.dropout, train);
+        probs
+            .matmul(&v)
+            .permute([0, 2, 1, 3])
+            .contiguous()
+            .view([b, n, h * d])
+    }
+
+    /// # Shapes
+    /// `xs [B, N, hidden]`, gate `[heads, head_dim]` (full model only), key weights `[N]`
+    /// -> `[B, N, hidden]`
+    fn forward_t(
+        &self,
+        xs: &Tensor,
+        gate: Option<&Tensor>,
+        key_w: Option<&Tensor>,
+        train: bool,
+    ) -> Tensor {
+        let (b, n, _) = xs.size3().expect("3-d tokens");
+        let (q, k, v) = (
+            self.query.forward(xs),
+            self.key.forward(xs),
+            self.value.forward(xs),
+        );
+        let active: Vec<(usize, usize)> = {
+            let mut off = 0;
+            self.head_widths
+                .iter()
+                .filter_map(|&w| {
+                    let r = (w > 0).then_some((off, w));
+                    off += w;
+                    r
+                })
+                .collect()
+        };
+        let ctx = if active.is_empty() {
+            q // [B, N, 0]
+        } else if active.iter().all(|&(_, w)| w == active[0].1) {
+            let (h, d) = (active.len() as i64, active[0].1 as i64);
+            let (mut q, mut k, mut v) = (
+                q.view([b, n, h, d]),
+                k.view([b, n, h, d]),
+                v.view([b, n, h, d]),
+            );
+            if let Some(z) = gate {
+                // Gates exist only on the full-width model, where every head is active.
+                q = q * z;
+                k = k * z;
+                v = v * z;
+            }
+            self.heads_attention(&q, &k, &v, key_w, train)
+        } else {
+            let parts: Vec<Tensor> = active
+                .iter()
+                .map(|&(off, w)| {
+                    let s =
+                        |t: &Tensor| t.narrow(2, off as i64, w as i64).view([b, n, 1, w as i64]);
+                    self.heads_attention(&s(&q), &s(&k), &s(&v), key_w, train)
+                })
+                .collect();
+            Tensor::cat(&parts, 2)
+        };
+        self.out.forward(&ctx).dropout(self.dropout, train)
+    }
+}
+
+/// MLP `fc1 - GELU - (gate) - dropout - fc2 - dropout`.
+#[derive(Debug)]
+pub(crate) struct Mlp {
+    fc1: Linear,
+    fc2: Linear,
+    dropout: f64,
+}
+
+impl Mlp {
+    fn new(p: &nn::Path, cfg: &ModelConfig, units: usize) -> Self {
+        Mlp {
+            fc1: Linear::new(&(p / "fc1"), cfg.hidden, units),
+            fc2: Linear::new(&(p / "fc2"), units, cfg.hidden),
+            dropout: cfg.dropout,
+        }
+    }
+
+    /// # Shapes
+    /// `[B, N, hidden]`, gate `[mlp_dim]` -> `[B, N, hidden]`
+    fn forward_t(&self, xs: &Tensor, gate: Option<&Tensor>, train: bool) -> Tensor {
+        let mut h = self.fc1.forward(xs).gelu("none");
+        if let Some(z) = gate {
+            h = h * z;
+        }
+        self.fc2
+            .forward(&h.dropout(self.dropout, train))
+            .dropout(self.dropout, train)
+    }
+}
+
+/// Pre-norm transformer block (`Block` in the official code).
+#[derive(Debug)]
+pub(crate) struct Block {
+    attention_norm: LayerNorm,
+    attn: Attention,
+    ffn_norm: LayerNorm,
+    ffn: Mlp,
+    /// Kept token indices of a reduced block; `None` when every token is kept.
+    kept_tokens: Option<Tensor>,
+}
+
+impl Block {
+    fn new(p: &nn::Path, cfg: &ModelConfig, arch: Option<&LayerArch>) -> Self {
+        let (widths, units, kept_tokens) = match arch {
+            None => (vec![cfg.head_dim(); cfg.heads], cfg.mlp_dim, None),
+            Some(a) => {
+                let tokens = (a.tokens.len() != cfg.num_tokens()).then(|| {
+                    let idx: Vec<i64> = a.tokens.iter().map(|&t| t as i64).collect();
+                    Tensor::from_slice(&idx).to_device(p.device())
+                });
+                (a.head_widths(), a.mlp_units.len(), tokens)
+            }
+        };
+        Block {
+            attention_norm: LayerNorm::new(&(p / "attention_norm"), cfg.hidden, 1e-6),
+            attn: Attention::new(&(p / "attn"), cfg, widths),
+            ffn_norm: LayerNorm::new(&(p / "ffn_norm"), cfg.hidden, 1e-6),
+            ffn: Mlp::new(&(p / "ffn"), cfg, units),
+            kept_tokens,
+        }
+    }
+
+    /// The block on the tokens it sees, with optional token gates `g [N]`.
+    fn forward_tokens(&self, xs: &Tensor, gates: &LayerGates, train: bool) -> Tensor {
+        let g = gates.token.as_ref();
+        let key_w = g.map(Tensor::abs);
+        let a = self.attn.forward_t(
+            &self.attention_norm.forward(xs),
+            gates.attn.as_ref(),
+            key_w.as_ref(),
+            train,
+        );
+        let g3 = g.map(|g| g.view([1, -1, 1]));
+        let xs = match &g3 {
+            Some(g) => xs + a * g,
+            None => xs + a,
+        };
+        let m = self
+            .ffn
+            .forward_t(&self.ffn_norm.forward(&xs), gates.mlp.as_ref(), train);
+        match &g3 {
+            Some(g) => xs + m * g,
+            None => xs + m,
+        }
+    }
+
+    /// # Shapes
+    /// `[B, N, hidden] -> [B, N, hidden]` (N: full token grid)
+    fn forward_t(&self, xs: &Tensor, gates: &LayerGates, train: bool) -> Tensor {
+        match &self.kept_tokens {
+            None => self.forward_tokens(xs, gates, train),
+            Some(idx) if idx.numel() == 0 => xs.shallow_clone(),
+            Some(idx) => {
+                let kept = xs.index_select(1, idx);
+                let y = self.forward_tokens(&kept, gates, train);
+                xs.index_copy(1, idx, &y)
+            }
+        }
+    }
+}
+
+/// Patch embedding of the ResNet feature plus position embeddings.
+#[derive(Debug)]
+pub(crate) struct Embeddings {
+    hybrid_model: ResNetV2,
+    patch_embeddings: Conv2d,
+    position_embeddings: Tensor,
+    dropout: f64,
+}
+
+impl Embeddings {
+    fn new(p: &nn::Path, cfg: &ModelConfig) -> Self {
+        Embeddings {
+            hybrid_model: ResNetV2::new(&(p / "hybrid_model"), cfg),
+            patch_embeddings: Conv2d::new(
+                &(p / "patch_embeddings"),
+                cfg.resnet_out_channels(),
+                cfg.hidden,
+                1,
+                1,
+                0,
+                true,
+            ),
+            position_embeddings: p.var(
+                "position_embeddings",
+                &[1, cfg.num_tokens() as i64, cfg.hidden as i64],
+                nn::Init::Const(0.0),
+            ),
+            dropout: cfg.dropout,
+        }
+    }
+
+    /// # Shapes
+    /// `[B, 3, S, S] -> ([B, N, hidden], skips)`
+    fn forward_t(&self, xs: &Tensor, train: bool) -> (Tensor, Vec<Tensor>) {
+        let (x, features) = self.hybrid_model.forward(xs);
+        let x = self
+            .patch_embeddings
+            .forward(&x)
+            .flatten(2, 3)
+            .transpose(1, 2);
+        (
+            (x + &self.position_embeddings).dropout(self.dropout, train),
+            features,
+        )
+    }
+}
+
+/// Embeddings, blocks and encoder norm (`transformer.*` in the official state_dict).
+#[derive(Debug)]
+pub(crate) struct Transformer {
+    embeddings: Embeddings,
+    layers: Vec<Block>,
+    encoder_norm: LayerNorm,
+}
+
+impl Transformer {
+    pub fn new(p: &nn::Path, cfg: &ModelConfig, arch: Option<&[LayerArch]>) -> Self {
+        let enc = p / "encoder";
+        let layer = &enc / "layer";
+        Transformer {
+            embeddings: Embeddings::new(&(p / "embeddings"), cfg),
+            layers: (0..cfg.layers)
+                .map(|l| Block::new(&(&layer / l), cfg, arch.map(|a| &a[l])))
+                .collect(),
+            encoder_norm: LayerNorm::new(&(&enc / "encoder_norm"), cfg.hidden, 1e-6),
+        }
+    }
+
+    /// Runs the encoder; `gates(l)` yields the gates of block `l`.
+    ///
+    /// # Shapes
+    /// `[B, 3, S, S] -> ([B, N, hidden], skips)`
+    pub fn forward_t(
+        &self,
+        xs: &Tensor,
+        gates: impl Fn(usize) -> Result<LayerGates>,
+        train: bool,
+    ) -> Result<(Tensor, Vec<Tensor>)> {
+        let (mut x, features) = self.embeddings.forward_t(xs, train);
+        for (l, block) in self.layers.iter().enumerate() {
+            x = block.forward_t(&x, &gates(l)?, train);
+        }
+        Ok((self.encoder_norm.forward(&x), features))
+    }
+}
