@@ -4,7 +4,11 @@
 //! - attention: `z_attn[l]` of shape `[heads, head_dim]`, init 1, multiplies q, k and v of
 //!   head `h`, dimension `d`, after the projections (biases included);
 //! - MLP: `z_mlp[l]` of shape `[mlp_dim]`, init 1, multiplies hidden unit `j` after GELU;
-//! - tokens: `g[l][t] = tanh(s[l][t])` with scores `s` of shape `[num_tokens]`, init 3.
+//! - tokens: scores `s[l]` of shape `[num_tokens]`, init 3, and gate
+//!   `g[l][t] = tanh(s[l][t]) / tanh(3)`. The division by `tanh(3)` (≈ 0.995) makes the
+//!   gate exactly 1 at initialisation, so soft gates at init give the ungated network as
+//!   the design requires of all gates; `g` is 0 exactly when `tanh(s)` is, so removal is
+//!   unchanged, and the sparsity term stays ViT-Slim's `sum |tanh s|`.
 //!   Keys are weighted inside the softmax, `p_ij ∝ |g_j| exp(s_ij)` (computed with a
 //!   max shift, never through `log g`), and the block's two residual updates of token `i`
 //!   are scaled by `g_i`. A gate of exactly 0 therefore removes the token from the block.
@@ -60,7 +64,7 @@ pub struct GateValues {
     pub attn: Vec<Vec<Vec<f32>>>,
     /// `mlp[l][j]`: MLP gate of block `l`, hidden unit `j`.
     pub mlp: Vec<Vec<f32>>,
-    /// `token[l][t]`: token gate `tanh(s)` of block `l`, token `t`.
+    /// `token[l][t]`: token gate `g = tanh(s) / tanh(3)` of block `l`, token `t`.
     pub token: Vec<Vec<f32>>,
 }
 
@@ -120,9 +124,9 @@ impl SoftGates {
         &self.token_scores[l]
     }
 
-    /// Token gates `g[l] = tanh(s[l])`, `[num_tokens]`.
+    /// Token gates `g[l] = tanh(s[l]) / tanh(TOKEN_SCORE_INIT)`, `[num_tokens]` (1 at init).
     pub fn token_gates(&self, l: usize) -> Tensor {
-        self.token_scores[l].tanh()
+        self.token_scores[l].tanh() / TOKEN_SCORE_INIT.tanh()
     }
 
     /// `sum_l sum_{h,d} |z_attn[l][h][d]|` (scalar tensor, differentiable).
@@ -174,7 +178,8 @@ impl SoftGates {
             .collect()
     }
 
-    /// Current gate values as plain numbers (token gates as `tanh(s)`).
+    /// Current gate values as plain numbers (token gates as used in the forward,
+    /// `tanh(s) / tanh(3)`).
     pub fn values(&self) -> GateValues {
         GateValues {
             attn: self
@@ -186,10 +191,8 @@ impl SoftGates {
                 })
                 .collect(),
             mlp: self.mlp.iter().map(to_vec).collect(),
-            token: self
-                .token_scores
-                .iter()
-                .map(|s| to_vec(&s.tanh()))
+            token: (0..self.token_scores.len())
+                .map(|l| to_vec(&self.token_gates(l)))
                 .collect(),
         }
     }
@@ -310,4 +313,42 @@ pub(crate) fn weighted_softmax(scores: &Tensor, w: &Tensor) -> Tensor {
         .sum_dim_intlist([-1i64].as_slice(), true, e.kind())
         .clamp_min(f32::MIN_POSITIVE as f64);
     e / denom
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weighted_softmax_with_zero_weights_equals_softmax_over_kept_keys() {
+        // Large scores on removed keys must neither overflow nor leak probability.
+        let scores = Tensor::from_slice(&[1.0e4f32, 2.0, -1.0, 3.0, 5.0e3, 0.5]).view([2, 3]);
+        let w = Tensor::from_slice(&[0.0f32, 1.0, 1.0]);
+        let p = weighted_softmax(&scores, &w);
+        assert!(bool::try_from(p.isfinite().all()).unwrap());
+        let kept = scores.narrow(1, 1, 2).softmax(-1, Kind::Float);
+        let diff = (p.narrow(1, 1, 2) - kept).abs().max().double_value(&[]);
+        assert!(diff < 1e-6, "diff {diff}");
+        assert_eq!(
+            p.narrow(1, 0, 1).abs().sum(Kind::Float).double_value(&[]),
+            0.0
+        );
+    }
+
+    #[test]
+    fn weighted_softmax_scales_keys_by_weight() {
+        let scores = Tensor::from_slice(&[0.3f32, -0.2, 1.1]).view([1, 3]);
+        let w = Tensor::from_slice(&[0.5f32, 1.0, 0.25]);
+        let p = weighted_softmax(&scores, &w);
+        let e = scores.exp() * &w;
+        let want = &e / e.sum(Kind::Float);
+        assert!((p - want).abs().max().double_value(&[]) < 1e-6);
+    }
+
+    #[test]
+    fn all_zero_weights_give_zeros_not_nan() {
+        let scores = Tensor::from_slice(&[1.0f32, 2.0]).view([1, 2]);
+        let p = weighted_softmax(&scores, &Tensor::zeros([2], (Kind::Float, Device::Cpu)));
+        assert_eq!(p.abs().sum(Kind::Float).double_value(&[]), 0.0);
+    }
 }

@@ -1,1 +1,97 @@
-//! x
+//! Volume inference with the TransUNet test protocol: each slice of a `[D, H, W]` volume
+//! is resized to the model's input size, slices are run in batches, the per-pixel argmax
+//! is taken and resized back to `H x W` with nearest-neighbour sampling.
+//!
+//! The official code resizes with `scipy.ndimage.zoom` (order 3 for the image, order 0
+//! for the prediction), whose coordinate map is corner-aligned (`out i <- in i (in-1)/(out-1)`).
+//! Here the image goes through `upsample_bicubic2d` with `align_corners = true` (the
+//! same coordinate map; bicubic convolution instead of scipy's cubic B-spline, so values
+//! differ slightly), and the labels through exact corner-aligned nearest sampling
+//! (`round(i (in-1)/(out-1))`), which is what order 0 computes.
+
+use ndarray::{Array3, ArrayView3};
+use tch::{Device, Kind, Tensor};
+
+use crate::error::{Error, Result};
+use crate::transunet::TransUnet;
+
+/// Corner-aligned nearest indices from `out` samples back into `inp` samples.
+fn nearest_indices(inp: usize, out: usize) -> Vec<i64> {
+    if out <= 1 || inp <= 1 {
+        return vec![0; out];
+    }
+    let r = (inp - 1) as f64 / (out - 1) as f64;
+    (0..out)
+        .map(|i| ((i as f64 * r).round() as i64).min(inp as i64 - 1))
+        .collect()
+}
+
+/// Resizes `[B, C, h, w]` images to `size x size`, bicubic, corner-aligned.
+pub fn resize_bicubic(xs: &Tensor, size: usize) -> Tensor {
+    let s = xs.size();
+    if s[2] == size as i64 && s[3] == size as i64 {
+        return xs.shallow_clone();
+    }
+    xs.upsample_bicubic2d([size as i64, size as i64], true, None, None)
+}
+
+/// Resizes `[B, h, w]` label maps to `out_h x out_w`, nearest, corner-aligned.
+pub fn resize_nearest_labels(labels: &Tensor, out_h: usize, out_w: usize) -> Tensor {
+    let s = labels.size();
+    let dev = labels.device();
+    let rows = Tensor::from_slice(&nearest_indices(s[1] as usize, out_h)).to_device(dev);
+    let cols = Tensor::from_slice(&nearest_indices(s[2] as usize, out_w)).to_device(dev);
+    labels.index_select(1, &rows).index_select(2, &cols)
+}
+
+/// Predicts a label volume `[D, H, W]` from an intensity volume `[D, H, W]` (already
+/// normalised the way the model was trained), `batch_size` slices at a time, in eval
+/// mode without gradients. Labels are class indices `0..num_classes`.
+pub fn predict_volume(
+    model: &TransUnet,
+    volume: ArrayView3<'_, f32>,
+    batch_size: usize,
+) -> Result<Array3<u8>> {
+    let (d, h, w) = volume.dim();
+    if h == 0 || w == 0 {
+        return Err(Error::Input(format!(
+            "volume slices must be non-empty, found {h}x{w}"
+        )));
+    }
+    if batch_size == 0 {
+        return Err(Error::Input("batch_size must be positive".into()));
+    }
+    let classes = model.config().num_classes;
+    if classes > 256 {
+        return Err(Error::Input(format!(
+            "{classes} classes do not fit u8 labels"
+        )));
+    }
+    let size = model.config().img_size;
+    let device = model.device();
+    let mut out = Array3::<u8>::zeros((d, h, w));
+    let _guard = tch::no_grad_guard();
+    let mut start = 0;
+    while start < d {
+        let n = batch_size.min(d - start);
+        let chunk = volume.slice(ndarray::s![start..start + n, .., ..]);
+        let data: Vec<f32> = chunk.iter().copied().collect();
+        let xs = Tensor::from_slice(&data)
+            .view([n as i64, 1, h as i64, w as i64])
+            .to_device(device);
+        let xs = resize_bicubic(&xs, size);
+        let logits = model.forward_t(&xs, false)?.logits;
+        let pred = logits.argmax(1, false);
+        let pred = resize_nearest_labels(&pred, h, w)
+            .to_kind(Kind::Uint8)
+            .to_device(Device::Cpu)
+            .contiguous();
+        let flat = Vec::<u8>::try_from(&pred.view(-1))?;
+        let mut dst = out.slice_mut(ndarray::s![start..start + n, .., ..]);
+        for (o, v) in dst.iter_mut().zip(flat) {
+            *o = v;
+        }
+        start += n;
+    }
+    Ok(out)
+}
