@@ -94,7 +94,7 @@ fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
 pub fn load_safetensors(vs: &VarStore, path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
     let file: HashMap<String, Tensor> = read_safetensors(path)?.into_iter().collect();
-    let vars = vs.variables();
+    let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
     let missing: BTreeSet<String> = vars
         .keys()
         .filter(|k| !file.contains_key(*k))
