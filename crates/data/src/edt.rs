@@ -231,7 +231,7 @@ mod tests {
             let r = nearest_feature_2d(m.view(), [1.0, 1.0]);
             for ((y, x), &d) in r.sq_dist.indexed_iter() {
                 let best = m.indexed_iter().filter(|(_, b)| **b)
-                    .map(|((a, b), _)| ((y as f64 - a as f64).powi(2) + (x as f64 - b as f64).powi(2)))
+                    .map(|((a, b), _)| (y as f64 - a as f64).powi(2) + (x as f64 - b as f64).powi(2))
                     .fold(f64::INFINITY, f64::min);
                 prop_assert_eq!(d, best);
                 if best.is_finite() {

@@ -20,6 +20,9 @@
 //! Array conventions: volumes are `[z, y, x]` in C order (one short-axis slice is a
 //! contiguous `[y, x]` image); spacings given to metrics are in the same axis order.
 
+// Grid code indexes several arrays with the same loop variable, as the formulas do.
+#![allow(clippy::needless_range_loop)]
+
 pub mod acdc;
 pub mod direction;
 pub mod edt;

@@ -365,11 +365,14 @@ pub fn rot90<T: Copy>(img: ArrayView2<'_, T>, k: u8) -> Array2<T> {
     }
 }
 
-/// `np.flip(img, axis)`.
+/// `np.flip(img, axis)` (result in standard layout).
 pub fn flip<T: Copy>(img: ArrayView2<'_, T>, axis: u8) -> Array2<T> {
-    let mut v = img;
-    v.invert_axis(Axis(axis as usize % 2));
-    v.to_owned()
+    let (h, w) = img.dim();
+    if axis % 2 == 0 {
+        Array2::from_shape_fn((h, w), |(y, x)| img[[h - 1 - y, x]])
+    } else {
+        Array2::from_shape_fn((h, w), |(y, x)| img[[y, w - 1 - x]])
+    }
 }
 
 /// Rotation about the centre `((h-1)/2, (w-1)/2)` by `degrees`, nearest neighbour, zero

@@ -1,0 +1,170 @@
+//! Dice and HD95 against brute-force references (medpy semantics), and the empty-mask
+//! conventions.
+
+use ndarray::Array3;
+use proptest::prelude::*;
+use slimseg_data::metrics::{
+    Convention, dice, evaluate_class, evaluate_volume, hd95, percentile_linear,
+};
+
+/// medpy's border: mask voxels with a face neighbour outside the mask or the array.
+fn brute_border(m: &Array3<bool>) -> Vec<(usize, usize, usize)> {
+    let (nz, ny, nx) = m.dim();
+    let get = |z: isize, y: isize, x: isize| {
+        z >= 0
+            && y >= 0
+            && x >= 0
+            && (z as usize) < nz
+            && (y as usize) < ny
+            && (x as usize) < nx
+            && m[[z as usize, y as usize, x as usize]]
+    };
+    m.indexed_iter()
+        .filter(|&((z, y, x), &v)| {
+            let (z, y, x) = (z as isize, y as isize, x as isize);
+            v && !(get(z - 1, y, x)
+                && get(z + 1, y, x)
+                && get(z, y - 1, x)
+                && get(z, y + 1, x)
+                && get(z, y, x - 1)
+                && get(z, y, x + 1))
+        })
+        .map(|(i, _)| i)
+        .collect()
+}
+
+fn brute_hd95(a: &Array3<bool>, b: &Array3<bool>, sp: [f64; 3]) -> Option<f64> {
+    let (ba, bb) = (brute_border(a), brute_border(b));
+    if ba.is_empty() || bb.is_empty() {
+        return None;
+    }
+    let dist = |p: &(usize, usize, usize), q: &(usize, usize, usize)| {
+        let dz = (p.0 as f64 - q.0 as f64) * sp[0];
+        let dy = (p.1 as f64 - q.1 as f64) * sp[1];
+        let dx = (p.2 as f64 - q.2 as f64) * sp[2];
+        (dz * dz + dy * dy + dx * dx).sqrt()
+    };
+    let mut all: Vec<f64> = ba
+        .iter()
+        .map(|p| bb.iter().map(|q| dist(p, q)).fold(f64::INFINITY, f64::min))
+        .collect();
+    all.extend(
+        bb.iter()
+            .map(|p| ba.iter().map(|q| dist(p, q)).fold(f64::INFINITY, f64::min)),
+    );
+    all.sort_by(|x, y| x.total_cmp(y));
+    // numpy.percentile(..., 95), linear interpolation.
+    let pos = 0.95 * (all.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = pos.ceil() as usize;
+    Some(all[lo] + (all[hi] - all[lo]) * (pos - lo as f64))
+}
+
+fn mask_strategy() -> impl Strategy<Value = (Array3<bool>, Array3<bool>)> {
+    (1usize..5, 2usize..8, 2usize..8).prop_flat_map(|(nz, ny, nx)| {
+        let n = nz * ny * nx;
+        (
+            proptest::collection::vec(proptest::bool::weighted(0.4), n),
+            proptest::collection::vec(proptest::bool::weighted(0.4), n),
+        )
+            .prop_map(move |(a, b)| {
+                (
+                    Array3::from_shape_vec((nz, ny, nx), a).unwrap(),
+                    Array3::from_shape_vec((nz, ny, nx), b).unwrap(),
+                )
+            })
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+    #[test]
+    fn dice_and_hd95_equal_brute_force(
+        (a, b) in mask_strategy(),
+        sp in (1.0f64..12.0, 0.5f64..2.0, 0.5f64..2.0),
+    ) {
+        let sp = [sp.0, sp.1, sp.2];
+        let (na, nb) = (a.iter().filter(|&&v| v).count(), b.iter().filter(|&&v| v).count());
+        let nab = a.iter().zip(b.iter()).filter(|(x, y)| **x && **y).count();
+        let want_dice = (na + nb > 0).then(|| 2.0 * nab as f64 / (na + nb) as f64);
+        prop_assert_eq!(dice(a.view(), b.view()), want_dice);
+        for spacing in [sp, [1.0; 3]] {
+            let got = hd95(a.view(), b.view(), spacing);
+            let want = brute_hd95(&a, &b, spacing);
+            match (got, want) {
+                (Some(g), Some(w)) => prop_assert!((g - w).abs() <= 1e-9 * w.max(1.0), "{} vs {}", g, w),
+                (g, w) => prop_assert_eq!(g, w),
+            }
+        }
+    }
+}
+
+#[test]
+fn hd95_hand_cases() {
+    // Two single voxels 3 slices apart at 10 mm: every distance is 30 mm.
+    let mut a = Array3::from_elem((5, 3, 3), false);
+    let mut b = a.clone();
+    a[[0, 1, 1]] = true;
+    b[[3, 1, 1]] = true;
+    assert_eq!(hd95(a.view(), b.view(), [10.0, 1.5, 1.5]), Some(30.0));
+    assert_eq!(hd95(a.view(), b.view(), [1.0; 3]), Some(3.0));
+    assert_eq!(hd95(a.view(), a.view(), [10.0, 1.5, 1.5]), Some(0.0));
+    let mut v = vec![1.0, 2.0, 3.0, 4.0, 5.0];
+    assert!((percentile_linear(&mut v, 95.0) - 4.8).abs() < 1e-12);
+}
+
+#[test]
+fn conventions_on_empty_masks() {
+    let empty = Array3::from_elem((2, 4, 4), false);
+    let mut some = empty.clone();
+    some[[0, 1, 1]] = true;
+    let sp = [10.0, 1.5, 1.5];
+    let t = Convention::TransUnet;
+    let s = Convention::Strict;
+    // pred>0, gt=0
+    let m = evaluate_class(some.view(), empty.view(), sp, t);
+    assert_eq!(
+        (m.dice, m.hd95_mm, m.hd95_vox),
+        (Some(1.0), Some(0.0), Some(0.0))
+    );
+    let m = evaluate_class(some.view(), empty.view(), sp, s);
+    assert_eq!((m.dice, m.hd95_mm, m.hd95_vox), (Some(0.0), None, None));
+    // pred=0, gt>0
+    let m = evaluate_class(empty.view(), some.view(), sp, t);
+    assert_eq!((m.dice, m.hd95_mm), (Some(0.0), Some(0.0)));
+    let m = evaluate_class(empty.view(), some.view(), sp, s);
+    assert_eq!((m.dice, m.hd95_mm), (Some(0.0), None));
+    // both empty
+    let m = evaluate_class(empty.view(), empty.view(), sp, t);
+    assert_eq!((m.dice, m.hd95_mm), (Some(0.0), Some(0.0)));
+    let m = evaluate_class(empty.view(), empty.view(), sp, s);
+    assert_eq!((m.dice, m.hd95_mm), (None, None));
+    assert_eq!(Convention::parse("TransUNet"), Some(t));
+    assert_eq!(Convention::parse("strict"), Some(s));
+}
+
+#[test]
+fn evaluate_volume_scores_each_class() {
+    let gt = Array3::from_shape_fn((3, 8, 8), |(_, y, x)| match (y, x) {
+        (1..=2, 1..=2) => 1u8,
+        (4..=6, 4..=6) => 3,
+        (3, 3..=7) => 2,
+        _ => 0,
+    });
+    let mut pred = gt.clone();
+    pred[[1, 3, 3]] = 0; // one MYO voxel missed
+    let m = evaluate_volume(pred.view(), gt.view(), [10.0, 1.0, 1.0], Convention::Strict).unwrap();
+    assert_eq!(m.classes[0].dice, Some(1.0));
+    assert_eq!(m.classes[2].hd95_mm, Some(0.0));
+    let d = m.classes[1].dice.unwrap();
+    assert!((d - 2.0 * 14.0 / 29.0).abs() < 1e-12, "{d}");
+    assert!(
+        evaluate_volume(
+            pred.view(),
+            gt.slice(ndarray::s![..2, .., ..]),
+            [1.0; 3],
+            Convention::Strict
+        )
+        .is_err()
+    );
+}
