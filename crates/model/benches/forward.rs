@@ -1,1 +1,35 @@
-fn main() {}
+//! Forward latency on CPU: `paper` at batch 1 and `tiny` at batch 8 (eval mode, no grad).
+//!
+//! Run: `cargo bench -p slimseg-model --bench forward`.
+
+// criterion_group! generates an undocumented public function.
+#![allow(missing_docs)]
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use slimseg_model::{ModelConfig, TransUnet};
+use tch::{Device, Kind, Tensor, nn};
+
+fn bench_forward(c: &mut Criterion, name: &str, cfg: ModelConfig, batch: i64) {
+    tch::manual_seed(0);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = TransUnet::new(&vs.root(), &cfg).expect("valid preset");
+    let s = cfg.img_size as i64;
+    let x = Tensor::randn([batch, 1, s, s], (Kind::Float, Device::Cpu));
+    let _guard = tch::no_grad_guard();
+    c.bench_function(name, |b| {
+        b.iter(|| model.forward_t(&x, false).expect("forward").logits)
+    });
+}
+
+fn forward(c: &mut Criterion) {
+    eprintln!("libtorch threads: {}", tch::get_num_threads());
+    bench_forward(c, "forward/paper_b1", ModelConfig::paper(), 1);
+    bench_forward(c, "forward/tiny_b8", ModelConfig::tiny(), 8);
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(10).measurement_time(std::time::Duration::from_secs(10));
+    targets = forward
+}
+criterion_main!(benches);

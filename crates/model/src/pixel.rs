@@ -77,3 +77,45 @@ pub fn warp(feat: &Tensor, field: &Tensor, min_magnitude: f64) -> Tensor {
     };
     feat.grid_sampler_2d(&grid, 0, 1, true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    fn feat() -> Tensor {
+        Tensor::arange(2 * 5 * 6, (Kind::Float, Device::Cpu)).view([1, 2, 5, 6])
+    }
+
+    fn field(dy: f64, dx: f64) -> Tensor {
+        let f = Tensor::zeros([1, 2, 5, 6], (Kind::Float, Device::Cpu));
+        let _ = f.narrow(1, 0, 1).fill_(dy);
+        let _ = f.narrow(1, 1, 1).fill_(dx);
+        f
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+        (a - b).abs().max().double_value(&[])
+    }
+
+    #[test]
+    fn zero_and_small_fields_do_not_warp() {
+        let f = feat();
+        assert!(max_diff(&warp(&f, &field(0.0, 0.0), 0.5), &f) < 1e-5);
+        // Magnitude 0.5 is not above the threshold: no warp.
+        assert!(max_diff(&warp(&f, &field(0.3, 0.4), 0.5), &f) < 1e-5);
+    }
+
+    #[test]
+    fn unit_fields_shift_rows_and_columns() {
+        let f = feat();
+        // Row offset +1: pixel (r, c) takes the feature of (r + 1, c); the last row clamps.
+        let down = warp(&f, &field(1.0, 0.0), 0.5);
+        let want = Tensor::cat(&[f.narrow(2, 1, 4), f.narrow(2, 4, 1)], 2);
+        assert!(max_diff(&down, &want) < 1e-4);
+        // Column offset -1: pixel (r, c) takes (r, c - 1); the first column clamps.
+        let left = warp(&f, &field(0.0, -1.0), 0.5);
+        let want = Tensor::cat(&[f.narrow(3, 0, 1), f.narrow(3, 0, 5)], 3);
+        assert!(max_diff(&left, &want) < 1e-4);
+    }
+}

@@ -122,11 +122,11 @@ fn tiny_forward_shapes_with_and_without_pixel_head() {
         let model = TransUnet::new(&vs.root(), &cfg).unwrap();
         for train in [true, false] {
             let out = model.forward_t(&input(&cfg, 2, 1), train).unwrap();
-            assert_eq!(out.logits.size(), vec![2, 4, 128, 128]);
+            assert_eq!(out.logits.size(), vec![2, 4, 96, 96]);
             match head {
                 PixelHead::None => assert!(out.direction_field.is_none()),
                 PixelHead::DirectionField => {
-                    assert_eq!(out.direction_field.unwrap().size(), vec![2, 2, 128, 128])
+                    assert_eq!(out.direction_field.unwrap().size(), vec![2, 2, 96, 96])
                 }
             }
         }
@@ -134,13 +134,13 @@ fn tiny_forward_shapes_with_and_without_pixel_head() {
         let x3 = input(&cfg, 1, 2).repeat([1, 3, 1, 1]);
         assert_eq!(
             model.forward_t(&x3, false).unwrap().logits.size(),
-            vec![1, 4, 128, 128]
+            vec![1, 4, 96, 96]
         );
         let err = model
             .forward_t(
                 &input(
                     &ModelConfig {
-                        img_size: 96,
+                        img_size: 128,
                         ..cfg.clone()
                     },
                     1,
@@ -241,6 +241,6 @@ proptest! {
         prop_assert!(c.macs() <= count(&cfg, None).unwrap().macs());
         // The reduced model runs and keeps the output shape.
         let out = model.forward_t(&input(&cfg, 1, 4), false).unwrap();
-        prop_assert_eq!(out.logits.size(), vec![1, 4, 128, 128]);
+        prop_assert_eq!(out.logits.size(), vec![1, 4, 96, 96]);
     }
 }

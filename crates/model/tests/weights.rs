@@ -226,7 +226,7 @@ fn npz_import_maps_official_keys() {
     let dir = TempDir::new("npz");
     let path = dir.0.join("R50+ViT-B_16-tiny.npz");
     let (cfg, vs, m) = tiny_model(1);
-    // Old grid 5x5 (+ class token) resized to the tiny 8x8 grid.
+    // Old grid 5x5 (+ class token) resized to the tiny 6x6 grid.
     let entries: std::collections::HashMap<String, Tensor> =
         write_vit_npz(&cfg, 5, &path).into_iter().collect();
     let report = import_vit_npz(&vs, &cfg, &path).unwrap();
@@ -298,11 +298,11 @@ fn npz_import_maps_official_keys() {
         0.0
     );
 
-    // Position embeddings: class token dropped, 5x5 linear field zoomed to 8x8 with
-    // corner alignment stays linear: value(r, c) = 0.5 * r * 4/7 - 0.25 * c * 4/7 + ch.
-    let pos = v("transformer.embeddings.position_embeddings").view([8, 8, c]);
-    let s = 4.0 / 7.0;
-    for (r, col) in [(0i64, 0i64), (7, 7), (3, 5), (6, 1)] {
+    // Position embeddings: class token dropped, 5x5 linear field zoomed to 6x6 with
+    // corner alignment stays linear: value(r, c) = 0.5 * r * 4/5 - 0.25 * c * 4/5 + ch.
+    let pos = v("transformer.embeddings.position_embeddings").view([6, 6, c]);
+    let s = 4.0 / 5.0;
+    for (r, col) in [(0i64, 0i64), (5, 5), (3, 4), (4, 1)] {
         for ch in [0i64, c - 1] {
             let want = 0.5 * r as f64 * s - 0.25 * col as f64 * s + ch as f64;
             let got = pos.double_value(&[r, col, ch]);
@@ -325,7 +325,7 @@ fn npz_import_maps_official_keys() {
     assert!(!report.not_in_file.is_empty());
     assert_eq!(report.loaded.len() + report.not_in_file.len(), vars.len());
     let out = m.forward_t(&input(&cfg, 1, 5), false).unwrap();
-    assert_eq!(out.logits.size(), vec![1, 4, 128, 128]);
+    assert_eq!(out.logits.size(), vec![1, 4, 96, 96]);
 }
 
 #[test]
@@ -333,13 +333,13 @@ fn npz_import_errors_name_the_key() {
     let dir = TempDir::new("npzerr");
     let path = dir.0.join("bad.npz");
     let (cfg, vs, _m) = tiny_model(1);
-    let mut entries = write_vit_npz(&cfg, 8, &path);
+    let mut entries = write_vit_npz(&cfg, 6, &path);
     entries.retain(|(k, _)| k != "block2/unit3/gn2/scale");
     Tensor::write_npz(&entries, &path).unwrap();
     let err = import_vit_npz(&vs, &cfg, &path).unwrap_err().to_string();
     assert!(err.contains("block2/unit3/gn2/scale"), "{err}");
     // A kernel of the wrong width names the variable and both shapes.
-    let mut entries = write_vit_npz(&cfg, 8, &path);
+    let mut entries = write_vit_npz(&cfg, 6, &path);
     for (k, t) in entries.iter_mut() {
         if k == "Transformer/encoderblock_1/MlpBlock_3/Dense_0/kernel" {
             *t = Tensor::zeros([cfg.hidden as i64, 7], (Kind::Float, Device::Cpu));
