@@ -22,6 +22,12 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Die quietly like other Unix tools when the reader of our output goes away
+    // (`slimseg doctor | head`), instead of panicking on the broken pipe.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     // Before anything asks libtorch about CUDA: load its CUDA backend if it can be loaded.
     slimseg_model::runtime::init();
     let cli = Cli::parse();
