@@ -4,6 +4,7 @@
 //! `.cargo/config.toml`) so it never waits on the libtorch build. It shells out to cargo
 //! rather than linking the heavy crates. One module per task.
 
+mod download;
 mod setup;
 mod test;
 
@@ -21,7 +22,11 @@ tasks:
         ($SLIMSEG_CACHE_DIR, $XDG_CACHE_HOME/slimseg or ~/.cache/slimseg). --cuda installs
         the CUDA libraries too (several GB; only useful on a GPU machine).
   test  Setup if needed, then cargo fmt --check, clippy (warnings denied) and
-        cargo test --workspace.";
+        cargo test --workspace.
+  download [--acdc] [--weights] [--dir DIR]
+        ACDC from its official server into DIR/acdc and the ImageNet-21k
+        R50+ViT-B_16.npz into DIR/pretrained (DIR defaults to data/). Resumable; an
+        interrupted or failed download never leaves a tree that looks complete.";
 
 fn main() {
     if let Err(err) = run() {
@@ -37,6 +42,7 @@ fn run() -> Result<()> {
     match task.as_deref() {
         Some("setup") => setup::run(&setup::Options::parse(&rest)?).map(|_| ()),
         Some("test") => test::run(&rest),
+        Some("download") => download::run(&download::Options::parse(&rest)?),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
             Ok(())
