@@ -100,18 +100,13 @@ impl Attention {
             q // [B, N, 0]
         } else if active.iter().all(|&(_, w)| w == active[0].1) {
             let (h, d) = (active.len() as i64, active[0].1 as i64);
-            let (mut q, mut k, mut v) = (
-                q.view([b, n, h, d]),
-                k.view([b, n, h, d]),
-                v.view([b, n, h, d]),
-            );
-            if let Some(z) = gate {
-                // Gates exist only on the full-width model, where every head is active.
-                q = q * z;
-                k = k * z;
-                v = v * z;
-            }
-            self.heads_attention(&q, &k, &v, key_w, train)
+            // Gates exist only on the full-width model, where every head is active, so
+            // `z [heads, head_dim]` broadcasts over `[B, N, heads, head_dim]`.
+            let gated = |t: Tensor| match gate {
+                Some(z) => t.view([b, n, h, d]) * z,
+                None => t.view([b, n, h, d]),
+            };
+            self.heads_attention(&gated(q), &gated(k), &gated(v), key_w, train)
         } else {
             let parts: Vec<Tensor> = active
                 .iter()
@@ -147,10 +142,11 @@ impl Mlp {
     /// # Shapes
     /// `[B, N, hidden]`, gate `[mlp_dim]` -> `[B, N, hidden]`
     fn forward_t(&self, xs: &Tensor, gate: Option<&Tensor>, train: bool) -> Tensor {
-        let mut h = self.fc1.forward(xs).gelu("none");
-        if let Some(z) = gate {
-            h = h * z;
-        }
+        let h = self.fc1.forward(xs).gelu("none");
+        let h = match gate {
+            Some(z) => h * z,
+            None => h,
+        };
         self.fc2
             .forward(&h.dropout(self.dropout, train))
             .dropout(self.dropout, train)
