@@ -2,6 +2,7 @@
 //!
 //! One subcommand per pipeline stage; `doctor` reports the runtime the tool sees.
 
+mod data_cmd;
 mod doctor;
 
 use clap::{Parser, Subcommand};
@@ -19,6 +20,11 @@ enum Command {
     /// Print the slimseg and libtorch versions, where libtorch was loaded from, CPU threads
     /// and CUDA / cuDNN availability.
     Doctor,
+    /// Dataset stages: generate a synthetic cohort, validate an ACDC tree.
+    #[command(subcommand)]
+    Data(data_cmd::DataCommand),
+    /// Shape, datatype, spacing, orientation and affine of a NIfTI file.
+    VolumeInfo(data_cmd::VolumeInfoArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -33,5 +39,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Doctor => doctor::run(),
+        Command::Data(command) => data_cmd::run(command),
+        Command::VolumeInfo(args) => data_cmd::volume_info(args),
     }
 }
