@@ -9,7 +9,7 @@
 //! Layout: `[2, H, W]`, channel 0 = row (y) component, channel 1 = column (x) component.
 //! (`grid_sample` takes (x, y): swap the channels there.)
 
-use ndarray::{Array2, Array3, ArrayView2, ArrayViewMut3};
+use ndarray::{Array2, Array3, ArrayView2, ArrayViewMut3, s};
 
 use crate::acdc::NUM_CLASSES;
 use crate::edt::nearest_feature_2d;
@@ -31,25 +31,39 @@ pub fn direction_field_into(labels: ArrayView2<'_, u8>, mut out: ArrayViewMut3<'
         "direction field buffer must be [2, H, W]"
     );
     out.fill(0.0);
+    // Bounding box of each class.
+    let mut bbox = [(usize::MAX, 0usize, usize::MAX, 0usize); NUM_CLASSES];
+    for ((y, x), &v) in labels.indexed_iter() {
+        if let Some(b) = bbox.get_mut(v as usize) {
+            *b = (b.0.min(y), b.1.max(y), b.2.min(x), b.3.max(x));
+        }
+    }
     for class in 1..NUM_CLASSES as u8 {
-        if !labels.iter().any(|&v| v == class) {
+        let (y0, y1, x0, x1) = bbox[class as usize];
+        if y0 == usize::MAX {
             continue;
         }
-        let outside: Array2<bool> = labels.mapv(|v| v != class);
+        // The nearest outside pixel of a region pixel lies in the region's bounding box
+        // grown by one pixel: projecting any farther outside pixel onto that box gives a
+        // closer pixel that is also outside. So the transform runs on that crop only.
+        let (y0, x0) = (y0.saturating_sub(1), x0.saturating_sub(1));
+        let (y1, x1) = ((y1 + 1).min(h - 1), (x1 + 1).min(w - 1));
+        let crop = labels.slice(s![y0..=y1, x0..=x1]);
+        let outside: Array2<bool> = crop.mapv(|v| v != class);
         let nf = nearest_feature_2d(outside.view(), [1.0, 1.0]);
-        for ((y, x), &v) in labels.indexed_iter() {
+        for ((cy, cx), &v) in crop.indexed_iter() {
             if v != class {
                 continue;
             }
-            let (qy, qx) = nf.nearest[[y, x]];
+            let (qy, qx) = nf.nearest[[cy, cx]];
             if qy == u32::MAX {
                 continue;
             }
-            let dy = y as f32 - qy as f32;
-            let dx = x as f32 - qx as f32;
+            let dy = cy as f32 - qy as f32;
+            let dx = cx as f32 - qx as f32;
             let n = (dy * dy + dx * dx).sqrt();
-            out[[0, y, x]] = dy / n;
-            out[[1, y, x]] = dx / n;
+            out[[0, y0 + cy, x0 + cx]] = dy / n;
+            out[[1, y0 + cy, x0 + cx]] = dx / n;
         }
     }
 }

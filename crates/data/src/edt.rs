@@ -150,16 +150,34 @@ pub fn nearest_feature_2d(features: ArrayView2<'_, bool>, spacing: [f64; 2]) -> 
     let mut s = Scratch::default();
     let n = nx.max(ny);
     let (mut f, mut out, mut arg) = (vec![0.0; n], vec![0.0; n], vec![0usize; n]);
-    // Row pass: distance along x and the column of the nearest feature in the row.
-    let mut row_d = vec![0.0; ny * nx];
+    // Row pass: the nearest feature column in the row, by two sweeps (features are 0/inf,
+    // so the envelope reduces to nearest-left / nearest-right).
+    let mut row_d = vec![f64::INFINITY; ny * nx];
     let mut row_col = vec![usize::MAX; ny * nx];
     for y in 0..ny {
+        let cols = &mut row_col[y * nx..(y + 1) * nx];
+        let mut last = usize::MAX;
         for x in 0..nx {
-            f[x] = if features[[y, x]] { 0.0 } else { f64::INFINITY };
+            if features[[y, x]] {
+                last = x;
+            }
+            cols[x] = last;
         }
-        envelope_1d(&f[..nx], wx, &mut out[..nx], &mut arg[..nx], &mut s);
-        row_d[y * nx..(y + 1) * nx].copy_from_slice(&out[..nx]);
-        row_col[y * nx..(y + 1) * nx].copy_from_slice(&arg[..nx]);
+        let mut next = usize::MAX;
+        for x in (0..nx).rev() {
+            if features[[y, x]] {
+                next = x;
+            }
+            if next != usize::MAX && (cols[x] == usize::MAX || next - x < x - cols[x]) {
+                cols[x] = next;
+            }
+        }
+        for x in 0..nx {
+            if cols[x] != usize::MAX {
+                let d = x as f64 - cols[x] as f64;
+                row_d[y * nx + x] = wx * d * d;
+            }
+        }
     }
     let mut sq_dist = Array2::from_elem((ny, nx), f64::INFINITY);
     let mut nearest = Array2::from_elem((ny, nx), (u32::MAX, u32::MAX));

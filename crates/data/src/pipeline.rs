@@ -16,7 +16,7 @@
 //! Determinism: each sample draws its augmentation from its own ChaCha8 stream seeded by
 //! (seed, epoch, slice index), so the batches do not depend on thread scheduling.
 
-use ndarray::{Array2, Array3, ArrayView2, Axis};
+use ndarray::{Array2, Array3, ArrayView2, ArrayViewMut2, Axis, s};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -88,47 +88,6 @@ fn mirror(i: isize, n: usize) -> usize {
         i = period - i;
     }
     i as usize
-}
-
-/// Converts samples to cubic B-spline coefficients in place along a line, mirror boundary.
-fn prefilter_line(c: &mut [f32]) {
-    let n = c.len();
-    if n < 2 {
-        return;
-    }
-    let z = POLE;
-    for v in c.iter_mut() {
-        *v *= 6.0; // gain (1 - z)(1 - 1/z)
-    }
-    // Causal initialisation: sum z^k c[k] over the mirrored signal (truncated where z^k
-    // is below f32 precision).
-    let horizon = 24usize;
-    let mut sum = c[0];
-    let mut zk = z;
-    if n > horizon {
-        for v in &c[1..horizon] {
-            sum += zk * v;
-            zk *= z;
-        }
-    } else {
-        let z2n = z.powi(2 * (n as i32 - 1));
-        let mut zk2 = z2n / z;
-        for k in 1..n - 1 {
-            sum += (zk + zk2) * c[k];
-            zk *= z;
-            zk2 /= z;
-        }
-        sum += zk * c[n - 1];
-        sum /= 1.0 - z2n;
-    }
-    c[0] = sum;
-    for k in 1..n {
-        c[k] += z * c[k - 1];
-    }
-    c[n - 1] = (z / (z * z - 1.0)) * (c[n - 1] + z * c[n - 2]);
-    for k in (0..n - 1).rev() {
-        c[k] = z * (c[k + 1] - c[k]);
-    }
 }
 
 /// Cubic B-spline weights at fractional offset `t` for taps -1, 0, 1, 2.
@@ -216,44 +175,143 @@ fn prefilter_columns(c: &mut [f32], h: usize, w: usize) {
     }
 }
 
+/// [`prefilter_columns`]' counterpart along rows: the recursive filter of 8 rows runs in
+/// lockstep, so 8 independent dependency chains keep the CPU busy.
+fn prefilter_rows(c: &mut [f32], w: usize) {
+    const L: usize = 8;
+    let z = POLE;
+    let horizon = 24usize;
+    for block in c.chunks_mut(L * w) {
+        let rows = block.len() / w;
+        for v in block.iter_mut() {
+            *v *= 6.0;
+        }
+        let mut prev = [0.0f32; L];
+        for (j, p) in prev.iter_mut().enumerate().take(rows) {
+            let r = &block[j * w..(j + 1) * w];
+            // Causal initialisation over the mirrored signal.
+            let mut sum = r[0];
+            let mut zk = z;
+            if w > horizon {
+                for v in &r[1..horizon] {
+                    sum += zk * v;
+                    zk *= z;
+                }
+            } else {
+                let z2n = z.powi(2 * (w as i32 - 1));
+                let mut zk2 = z2n / z;
+                for v in &r[1..w - 1] {
+                    sum += (zk + zk2) * v;
+                    zk *= z;
+                    zk2 /= z;
+                }
+                sum = (sum + zk * r[w - 1]) / (1.0 - z2n);
+            }
+            *p = sum;
+            block[j * w] = sum;
+        }
+        for k in 1..w {
+            for j in 0..rows {
+                let v = block[j * w + k] + z * prev[j];
+                block[j * w + k] = v;
+                prev[j] = v;
+            }
+        }
+        for j in 0..rows {
+            let last = j * w + w - 1;
+            let v = (z / (z * z - 1.0)) * (block[last] + z * block[last - 1]);
+            block[last] = v;
+            prev[j] = v;
+        }
+        for k in (0..w - 1).rev() {
+            for j in 0..rows {
+                let v = z * (prev[j] - block[j * w + k]);
+                block[j * w + k] = v;
+                prev[j] = v;
+            }
+        }
+    }
+}
+
 /// Resizes an image with cubic B-spline interpolation (`scipy.ndimage.zoom(order=3)`).
 pub fn resize_cubic(img: ArrayView2<'_, f32>, out_h: usize, out_w: usize) -> Array2<f32> {
+    let mut out = vec![0.0f32; out_h * out_w];
+    resize_cubic_into(img, out_h, out_w, &mut out);
+    Array2::from_shape_vec((out_h, out_w), out).expect("out_h * out_w values")
+}
+
+/// [`resize_cubic`] into a caller's row-major `[out_h, out_w]` buffer (e.g. a slot of a
+/// batch). Panics if `out` has another length.
+pub fn resize_cubic_into(img: ArrayView2<'_, f32>, out_h: usize, out_w: usize, out: &mut [f32]) {
+    assert_eq!(
+        out.len(),
+        out_h * out_w,
+        "output buffer must hold out_h * out_w values"
+    );
     let (h, w) = img.dim();
-    let mut out = Array2::zeros((out_h, out_w));
     if h == 0 || w == 0 {
-        return out;
+        out.fill(0.0);
+        return;
     }
-    // Coefficients: prefilter rows, then columns (row-wise vector updates, cache friendly).
-    let mut c: Vec<f32> = img.iter().copied().collect();
-    for row in c.chunks_exact_mut(w) {
-        prefilter_line(row);
-    }
-    if h >= 2 {
-        prefilter_columns(&mut c, h, w);
-    }
-    // Interpolate along x for every coefficient row, then along y.
-    let tx = cubic_taps(w, out_w);
-    let ty = cubic_taps(h, out_h);
-    let mut mid = vec![0.0f32; h * out_w];
-    for (r, mrow) in mid.chunks_exact_mut(out_w).enumerate() {
-        let crow = &c[r * w..(r + 1) * w];
-        for (o, (idx, wt)) in mrow.iter_mut().zip(&tx) {
-            *o = wt[0] * crow[idx[0]]
-                + wt[1] * crow[idx[1]]
-                + wt[2] * crow[idx[2]]
-                + wt[3] * crow[idx[3]];
+    SCRATCH.with(|cell| {
+        let mut guard = cell.borrow_mut();
+        let (c, mid) = &mut *guard;
+        // Spline coefficients: along y (vectorised over columns), then along x.
+        c.clear();
+        match img.as_slice() {
+            Some(sl) => c.extend_from_slice(sl),
+            None => {
+                // Strided views (rot90/flip views) are copied in logical order.
+                c.resize(h * w, 0.0);
+                ArrayViewMut2::from_shape((h, w), &mut c[..])
+                    .expect("h * w values")
+                    .assign(&img);
+            }
         }
-    }
-    for (oy, (idx, wt)) in ty.iter().enumerate() {
-        let rows = idx.map(|r| &mid[r * out_w..(r + 1) * out_w]);
-        let mut orow = out.row_mut(oy);
-        let orow = orow.as_slice_mut().expect("standard layout");
-        for x in 0..out_w {
-            orow[x] =
-                wt[0] * rows[0][x] + wt[1] * rows[1][x] + wt[2] * rows[2][x] + wt[3] * rows[3][x];
+        if h >= 2 {
+            prefilter_columns(c, h, w);
         }
-    }
-    out
+        if w >= 2 {
+            prefilter_rows(c, w);
+        }
+        // Interpolate along x within each coefficient row. Rows are padded with their
+        // mirror images (1 value left, 2 right) so every output reads 4 consecutive taps.
+        let tx: Vec<(usize, [f32; 4])> = (0..out_w)
+            .map(|o| {
+                let x = source_coord(o, w, out_w);
+                let i = x.floor();
+                (i as usize, bspline_weights((x - i) as f32))
+            })
+            .collect();
+        mid.clear();
+        mid.resize(h * out_w, 0.0);
+        let mut padded = vec![0.0f32; w + 3];
+        for (mrow, crow) in mid.chunks_exact_mut(out_w).zip(c.chunks_exact(w)) {
+            padded[1..w + 1].copy_from_slice(crow);
+            padded[0] = crow[mirror(-1, w)];
+            padded[w + 1] = crow[mirror(w as isize, w)];
+            padded[w + 2] = crow[mirror(w as isize + 1, w)];
+            for (o, &(i, wt)) in mrow.iter_mut().zip(&tx) {
+                let t: &[f32; 4] = padded[i..i + 4].try_into().expect("4 taps");
+                *o = wt[0] * t[0] + wt[1] * t[1] + wt[2] * t[2] + wt[3] * t[3];
+            }
+        }
+        // Interpolate along y: each output row combines four rows (vectorised).
+        let ty = cubic_taps(h, out_h);
+        for (orow, (idx, wt)) in out.chunks_exact_mut(out_w).zip(&ty) {
+            let r = idx.map(|i| &mid[i * out_w..(i + 1) * out_w]);
+            for (x, o) in orow.iter_mut().enumerate() {
+                *o = wt[0] * r[0][x] + wt[1] * r[1][x] + wt[2] * r[2][x] + wt[3] * r[3][x];
+            }
+        }
+    })
+}
+
+thread_local! {
+    /// Per-thread work buffers of [`resize_cubic_into`] (avoids page-faulting fresh
+    /// allocations for every slice).
+    static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// Nearest-neighbour resize (`scipy.ndimage.zoom(order=0)`), for labels.
@@ -272,8 +330,22 @@ pub fn resize_nearest<T: Copy + Default>(
             .min((n_in - 1) as f64) as usize
     };
     let xs: Vec<usize> = (0..out_w).map(|o| near(o, w, out_w)).collect();
-    let ys: Vec<usize> = (0..out_h).map(|o| near(o, h, out_h)).collect();
-    Array2::from_shape_fn((out_h, out_w), |(y, x)| img[[ys[y], xs[x]]])
+    let mut out = Vec::with_capacity(out_h * out_w);
+    match img.as_slice() {
+        Some(src) => {
+            for oy in 0..out_h {
+                let row = &src[near(oy, h, out_h) * w..][..w];
+                out.extend(xs.iter().map(|&x| row[x]));
+            }
+        }
+        None => {
+            for oy in 0..out_h {
+                let row = img.row(near(oy, h, out_h));
+                out.extend(xs.iter().map(|&x| row[x]));
+            }
+        }
+    }
+    Array2::from_shape_vec((out_h, out_w), out).expect("out_h * out_w values")
 }
 
 /// One geometric augmentation of a slice.
@@ -330,7 +402,7 @@ impl Augmentation {
     pub fn apply<T: Copy + Default>(self, img: ArrayView2<'_, T>) -> Array2<T> {
         match self {
             Augmentation::Identity => img.to_owned(),
-            Augmentation::Rot90Flip { k, axis } => flip(rot90(img, k).view(), axis),
+            Augmentation::Rot90Flip { k, axis } => rot90_flip(img, k, axis),
             Augmentation::Rotate { degrees } => rotate_nearest(img, degrees),
         }
     }
@@ -354,24 +426,83 @@ impl InverseRot90Flip {
     }
 }
 
+/// Applies an index map `out[i, j] = img[src(i, j)]` that is affine in `(i, j)` (the
+/// eight rot90/flip transforms), on raw slices.
+fn affine_gather<T: Copy>(
+    img: ArrayView2<'_, T>,
+    out_dim: (usize, usize),
+    src: impl Fn(isize, isize) -> (isize, isize),
+) -> Array2<T> {
+    let (_, w) = img.dim();
+    let data = img.as_standard_layout();
+    let data = data.as_slice().expect("standard layout");
+    let lin = |(y, x): (isize, isize)| y * w as isize + x;
+    let base = lin(src(0, 0));
+    let di = lin(src(1, 0)) - base;
+    let dj = lin(src(0, 1)) - base;
+    let mut out = Vec::with_capacity(out_dim.0 * out_dim.1);
+    for i in 0..out_dim.0 as isize {
+        let row = base + i * di;
+        out.extend((0..out_dim.1 as isize).map(|j| data[(row + j * dj) as usize]));
+    }
+    Array2::from_shape_vec(out_dim, out).expect("out_dim values")
+}
+
 /// `np.rot90(img, k)`: `k` counter-clockwise quarter turns.
 pub fn rot90<T: Copy>(img: ArrayView2<'_, T>, k: u8) -> Array2<T> {
     let (h, w) = img.dim();
+    let (hi, wi) = (h as isize, w as isize);
     match k % 4 {
         0 => img.to_owned(),
-        1 => Array2::from_shape_fn((w, h), |(i, j)| img[[j, w - 1 - i]]),
-        2 => Array2::from_shape_fn((h, w), |(i, j)| img[[h - 1 - i, w - 1 - j]]),
-        _ => Array2::from_shape_fn((w, h), |(i, j)| img[[h - 1 - j, i]]),
+        1 => affine_gather(img, (w, h), |i, j| (j, wi - 1 - i)),
+        2 => affine_gather(img, (h, w), |i, j| (hi - 1 - i, wi - 1 - j)),
+        _ => affine_gather(img, (w, h), |i, j| (hi - 1 - j, i)),
     }
 }
 
 /// `np.flip(img, axis)` (result in standard layout).
 pub fn flip<T: Copy>(img: ArrayView2<'_, T>, axis: u8) -> Array2<T> {
     let (h, w) = img.dim();
+    let (hi, wi) = (h as isize, w as isize);
     if axis % 2 == 0 {
-        Array2::from_shape_fn((h, w), |(y, x)| img[[h - 1 - y, x]])
+        affine_gather(img, (h, w), |i, j| (hi - 1 - i, j))
     } else {
-        Array2::from_shape_fn((h, w), |(y, x)| img[[y, w - 1 - x]])
+        affine_gather(img, (h, w), |i, j| (i, wi - 1 - j))
+    }
+}
+
+/// `np.flip(np.rot90(img, k), axis)` in one pass.
+pub fn rot90_flip<T: Copy>(img: ArrayView2<'_, T>, k: u8, axis: u8) -> Array2<T> {
+    let (h, w) = img.dim();
+    let (hi, wi) = (h as isize, w as isize);
+    let k = k % 4;
+    let (oh, ow) = if k % 2 == 1 { (w, h) } else { (h, w) };
+    let (ohi, owi) = (oh as isize, ow as isize);
+    let rot = move |i: isize, j: isize| match k {
+        0 => (i, j),
+        1 => (j, wi - 1 - i),
+        2 => (hi - 1 - i, wi - 1 - j),
+        _ => (hi - 1 - j, i),
+    };
+    if axis % 2 == 0 {
+        affine_gather(img, (oh, ow), move |i, j| rot(ohi - 1 - i, j))
+    } else {
+        affine_gather(img, (oh, ow), move |i, j| rot(i, owi - 1 - j))
+    }
+}
+
+/// `np.flip(np.rot90(img, k), axis)` as a strided view of `img` (no copy).
+pub fn rot90_flip_view<T>(img: ArrayView2<'_, T>, k: u8, axis: u8) -> ArrayView2<'_, T> {
+    let rotated = match k % 4 {
+        0 => img,
+        1 => img.slice_move(s![.., ..;-1]).reversed_axes(),
+        2 => img.slice_move(s![..;-1, ..;-1]),
+        _ => img.slice_move(s![..;-1, ..]).reversed_axes(),
+    };
+    if axis % 2 == 0 {
+        rotated.slice_move(s![..;-1, ..])
+    } else {
+        rotated.slice_move(s![.., ..;-1])
     }
 }
 
@@ -379,23 +510,55 @@ pub fn flip<T: Copy>(img: ArrayView2<'_, T>, axis: u8) -> Array2<T> {
 /// (default) outside; zero degrees is the identity.
 pub fn rotate_nearest<T: Copy + Default>(img: ArrayView2<'_, T>, degrees: f32) -> Array2<T> {
     let (h, w) = img.dim();
+    let map = rotation_source_map(h, w, degrees);
+    gather_map(img, &map)
+}
+
+/// For each output pixel of a rotation by `degrees` about the centre of an `[h, w]`
+/// slice, the row-major index of its nearest source pixel (`u32::MAX` outside). Shared by
+/// image and labels so the coordinates are computed once per sample.
+pub fn rotation_source_map(h: usize, w: usize, degrees: f32) -> Vec<u32> {
     let theta = (degrees as f64).to_radians();
     let (s, c) = theta.sin_cos();
     let cy = (h as f64 - 1.0) / 2.0;
     let cx = (w as f64 - 1.0) / 2.0;
-    let mut out = Array2::default((h, w));
-    for ((y, x), o) in out.indexed_iter_mut() {
+    // 32.32 fixed point: source coordinates advance linearly along a row, and an
+    // arithmetic shift is an exact floor. At 0 degrees every step is an exact integer,
+    // so the map is the identity.
+    const ONE: f64 = 4_294_967_296.0;
+    let (hi, wi) = (h as i64, w as i64);
+    let mut map = Vec::with_capacity(h * w);
+    for y in 0..h {
         let dy = y as f64 - cy;
-        let dx = x as f64 - cx;
-        // Inverse map: rotate the output offset by -theta.
-        let sy = c * dy - s * dx + cy;
-        let sx = s * dy + c * dx + cx;
-        let (ry, rx) = ((sy + 0.5).floor(), (sx + 0.5).floor());
-        if ry >= 0.0 && rx >= 0.0 && (ry as usize) < h && (rx as usize) < w {
-            *o = img[[ry as usize, rx as usize]];
+        // Inverse map: rotate the output offset (dy, dx) by -theta; +0.5 rounds.
+        let sy0 = c * dy + s * cx + cy + 0.5;
+        let sx0 = s * dy - c * cx + cx + 0.5;
+        let mut fy = (sy0 * ONE).round() as i64;
+        let mut fx = (sx0 * ONE).round() as i64;
+        let (step_y, step_x) = ((-s * ONE).round() as i64, (c * ONE).round() as i64);
+        for _ in 0..w {
+            let (ry, rx) = (fy >> 32, fx >> 32);
+            map.push(if ry >= 0 && rx >= 0 && ry < hi && rx < wi {
+                (ry * wi + rx) as u32
+            } else {
+                u32::MAX
+            });
+            fy += step_y;
+            fx += step_x;
         }
     }
-    out
+    map
+}
+
+/// `out[i] = img[map[i]]` (default where `map[i] == u32::MAX`), same shape as `img`.
+pub fn gather_map<T: Copy + Default>(img: ArrayView2<'_, T>, map: &[u32]) -> Array2<T> {
+    let data = img.as_standard_layout();
+    let data = data.as_slice().expect("standard layout");
+    let out: Vec<T> = map
+        .iter()
+        .map(|&m| data.get(m as usize).copied().unwrap_or_default())
+        .collect();
+    Array2::from_shape_vec(img.dim(), out).expect("map covers the image")
 }
 
 /// Where a slice comes from.
@@ -612,14 +775,7 @@ impl SliceDataset {
             .par_chunks_mut(s * s)
             .zip(labels.par_chunks_mut(s * s))
             .zip(indices.par_iter())
-            .map(|((img_out, lab_out), &i)| {
-                let (aug, img, lab) = self.sample(i, cfg, epoch);
-                img_out.copy_from_slice(img.as_slice().expect("standard layout"));
-                for (o, &l) in lab_out.iter_mut().zip(lab.iter()) {
-                    *o = l as i64;
-                }
-                aug
-            })
+            .map(|((img_out, lab_out), &i)| self.sample_into(i, cfg, epoch, img_out, lab_out))
             .collect();
         if let Some(dirs) = directions.as_mut() {
             dirs.par_chunks_mut(2 * s * s)
@@ -649,6 +805,28 @@ impl SliceDataset {
         cfg: &PipelineConfig,
         epoch: u64,
     ) -> (Augmentation, Array2<f32>, Array2<u8>) {
+        let n = cfg.size * cfg.size;
+        let (mut img, mut lab) = (vec![0.0f32; n], vec![0i64; n]);
+        let aug = self.sample_into(index, cfg, epoch, &mut img, &mut lab);
+        let shape = (cfg.size, cfg.size);
+        (
+            aug,
+            Array2::from_shape_vec(shape, img).expect("size^2 values"),
+            Array2::from_shape_vec(shape, lab.into_iter().map(|v| v as u8).collect())
+                .expect("size^2 values"),
+        )
+    }
+
+    /// [`sample`](Self::sample) written into caller buffers of `cfg.size^2` values
+    /// (image and labels of one batch slot).
+    pub fn sample_into(
+        &self,
+        index: usize,
+        cfg: &PipelineConfig,
+        epoch: u64,
+        img_out: &mut [f32],
+        lab_out: &mut [i64],
+    ) -> Augmentation {
         let sl = &self.slices[index];
         let aug = if cfg.augment {
             Augmentation::sample(&mut ChaCha8Rng::seed_from_u64(mix(
@@ -659,21 +837,30 @@ impl SliceDataset {
         } else {
             Augmentation::Identity
         };
-        let (img, lab) = match aug {
-            Augmentation::Identity => (
-                resize_cubic(sl.image.view(), cfg.size, cfg.size),
-                resize_nearest(sl.labels.view(), cfg.size, cfg.size),
-            ),
-            _ => {
-                let img = aug.apply(sl.image.view());
-                let lab = aug.apply(sl.labels.view());
-                (
-                    resize_cubic(img.view(), cfg.size, cfg.size),
-                    resize_nearest(lab.view(), cfg.size, cfg.size),
-                )
+        let s = cfg.size;
+        let put_labels = |lab: ArrayView2<'_, u8>, out: &mut [i64]| {
+            let r = resize_nearest(lab, s, s);
+            for (o, &l) in out.iter_mut().zip(r.iter()) {
+                *o = l as i64;
             }
         };
-        (aug, img, lab)
+        match aug {
+            Augmentation::Identity => {
+                resize_cubic_into(sl.image.view(), s, s, img_out);
+                put_labels(sl.labels.view(), lab_out);
+            }
+            Augmentation::Rotate { degrees } => {
+                let (h, w) = sl.image.dim();
+                let map = rotation_source_map(h, w, degrees);
+                resize_cubic_into(gather_map(sl.image.view(), &map).view(), s, s, img_out);
+                put_labels(gather_map(sl.labels.view(), &map).view(), lab_out);
+            }
+            Augmentation::Rot90Flip { k, axis } => {
+                resize_cubic_into(rot90_flip_view(sl.image.view(), k, axis), s, s, img_out);
+                put_labels(rot90_flip_view(sl.labels.view(), k, axis), lab_out);
+            }
+        }
+        aug
     }
 
     /// Iterates over the batches of one epoch.
@@ -739,8 +926,7 @@ impl InferenceVolume {
             .par_chunks_mut(size * size)
             .enumerate()
             .for_each(|(k, out)| {
-                let r = resize_cubic(img.index_axis(Axis(0), k), size, size);
-                out.copy_from_slice(r.as_slice().expect("standard layout"));
+                resize_cubic_into(img.index_axis(Axis(0), k), size, size, out);
             });
         InferenceVolume {
             images,

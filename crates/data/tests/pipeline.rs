@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use slimseg_data::direction::direction_field;
 use slimseg_data::pipeline::{
     Augmentation, InferenceVolume, Normalization, PipelineConfig, SliceDataset, flip,
-    normalize_volume, resize_cubic, resize_nearest, rot90, rotate_nearest,
+    normalize_volume, resize_cubic, resize_nearest, rot90, rot90_flip_view, rotate_nearest,
 };
 use slimseg_data::synth::{SynthConfig, generate};
 use slimseg_data::{AcdcDataset, Phase};
@@ -46,6 +46,8 @@ proptest! {
         let a = aug.apply(lab.view());
         let back = aug.inverse().unwrap().apply(a.view());
         prop_assert_eq!(back, lab.clone());
+        // The strided view equals the copy.
+        prop_assert_eq!(rot90_flip_view(lab.view(), k, axis).to_owned(), a.clone());
         // Four quarter turns and two flips are identities.
         prop_assert_eq!(rot90(rot90(rot90(rot90(lab.view(), 1).view(), 1).view(), 1).view(), 1), lab.clone());
         prop_assert_eq!(flip(flip(lab.view(), axis).view(), axis), lab);
@@ -203,6 +205,23 @@ fn batches_are_contiguous_deterministic_and_in_range() {
         df.as_slice().unwrap(),
         &first.directions.as_ref().unwrap()[..2 * plane]
     );
+    // Each augmented sample equals augmenting the native slice then resizing it.
+    for bt in &a[..2] {
+        for (k, aug) in bt.augmentations.iter().enumerate() {
+            let sl = data.slices.iter().find(|s| s.id == bt.ids[k]).unwrap();
+            let img = resize_cubic(aug.apply(sl.image.view()).view(), 64, 64);
+            let lab = resize_nearest(aug.apply(sl.labels.view()).view(), 64, 64);
+            let got = &bt.images[k * plane..(k + 1) * plane];
+            for (g, w) in got.iter().zip(img.iter()) {
+                assert!((g - w).abs() < 1e-5, "{aug:?}: {g} vs {w}");
+            }
+            let got_lab = &bt.labels[k * plane..(k + 1) * plane];
+            assert!(
+                got_lab.iter().zip(lab.iter()).all(|(g, w)| *g == *w as i64),
+                "{aug:?}"
+            );
+        }
+    }
     // No augmentation: the batch is the plain resized slice.
     let plain = PipelineConfig {
         augment: false,
