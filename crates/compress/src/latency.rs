@@ -1,0 +1,281 @@
+//! Latency benchmark: forward time of the full vs the compressed model, on any
+//! `tch::Device`, at several batch sizes, with warm-up and the median of repeated runs.
+//!
+//! Timing is eval mode without gradients, wall clock around one forward pass; on CUDA the
+//! device is synchronised before starting and before stopping the clock. Full and
+//! compressed runs alternate (and swap order every repeat), so slow drift of a shared
+//! machine affects both alike. Weights do not matter for speed, so
+//! [`bench_full_vs_compressed`] builds both models with their initial weights.
+
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use slimseg_model::{ModelConfig, SubnetArch, TransUnet};
+use tch::{Device, Kind, Tensor, nn};
+
+use crate::error::{Error, Result};
+use crate::store::Summary;
+
+/// How many runs to make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LatencyOptions {
+    /// Untimed runs per model and batch size before timing (allocator, kernels, caches).
+    pub warmup: usize,
+    /// Timed runs per model and batch size (at least 1).
+    pub repeats: usize,
+}
+
+impl Default for LatencyOptions {
+    fn default() -> Self {
+        LatencyOptions {
+            warmup: 3,
+            repeats: 10,
+        }
+    }
+}
+
+/// Timings of one model at one batch size, in milliseconds per forward pass.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LatencyStats {
+    /// Median of the timed runs.
+    pub median_ms: f64,
+    /// Fastest run.
+    pub min_ms: f64,
+    /// Slowest run.
+    pub max_ms: f64,
+    /// Mean of the timed runs.
+    pub mean_ms: f64,
+    /// Every timed run, in order.
+    pub samples_ms: Vec<f64>,
+}
+
+impl LatencyStats {
+    /// Statistics of a non-empty list of samples (milliseconds).
+    pub fn from_samples(samples_ms: Vec<f64>) -> Result<Self> {
+        if samples_ms.is_empty() {
+            return Err(Error::Invalid("no latency samples".into()));
+        }
+        let mut s = samples_ms.clone();
+        s.sort_by(f64::total_cmp);
+        let n = s.len();
+        let median_ms = if n % 2 == 1 {
+            s[n / 2]
+        } else {
+            0.5 * (s[n / 2 - 1] + s[n / 2])
+        };
+        Ok(LatencyStats {
+            median_ms,
+            min_ms: s[0],
+            max_ms: s[n - 1],
+            mean_ms: s.iter().sum::<f64>() / n as f64,
+            samples_ms,
+        })
+    }
+}
+
+/// Full vs compressed at one batch size.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LatencyRow {
+    /// Images per forward pass.
+    pub batch: usize,
+    /// The full model.
+    pub full: LatencyStats,
+    /// The compressed model.
+    pub compressed: LatencyStats,
+}
+
+impl LatencyRow {
+    /// Fraction of the full model's median latency saved, `1 - compressed / full`.
+    pub fn reduction(&self) -> f64 {
+        1.0 - self.compressed.median_ms / self.full.median_ms
+    }
+
+    /// Full median over compressed median.
+    pub fn speedup(&self) -> f64 {
+        self.full.median_ms / self.compressed.median_ms
+    }
+}
+
+/// A full benchmark: where it ran, the sizes compared and one row per batch size.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LatencyReport {
+    /// Device, in words (`cpu (2 threads)`, `cuda:0`).
+    pub device: String,
+    /// The run counts used.
+    pub options: LatencyOptions,
+    /// Parameters and MACs of both models, when known.
+    pub summary: Option<Summary>,
+    /// One row per batch size, in the order asked.
+    pub rows: Vec<LatencyRow>,
+}
+
+impl LatencyReport {
+    /// A Markdown table of the medians (and min/max) per batch size.
+    pub fn to_markdown(&self) -> String {
+        let mut s = format!(
+            "Latency on {} (eval, no grad, warm-up {}, median of {} runs)\n\n",
+            self.device, self.options.warmup, self.options.repeats
+        );
+        if let Some(m) = &self.summary {
+            s += &format!(
+                "Params {} -> {} (-{:.1}%), MACs/image {:.3} G -> {:.3} G (-{:.1}%)\n\n",
+                m.full_params,
+                m.params,
+                100.0 * m.param_reduction(),
+                m.full_macs as f64 / 1e9,
+                m.macs as f64 / 1e9,
+                100.0 * m.mac_reduction()
+            );
+        }
+        s += "| batch | full median ms (min-max) | compressed median ms (min-max) | latency reduction | speed-up |\n";
+        s += "|---:|---:|---:|---:|---:|\n";
+        for r in &self.rows {
+            s += &format!(
+                "| {} | {:.1} ({:.1}-{:.1}) | {:.1} ({:.1}-{:.1}) | {:.1}% | {:.2}x |\n",
+                r.batch,
+                r.full.median_ms,
+                r.full.min_ms,
+                r.full.max_ms,
+                r.compressed.median_ms,
+                r.compressed.min_ms,
+                r.compressed.max_ms,
+                100.0 * r.reduction(),
+                r.speedup()
+            );
+        }
+        s
+    }
+}
+
+/// The device in words, with the CPU thread count.
+pub fn describe_device(device: Device) -> String {
+    match device {
+        Device::Cpu => format!("cpu ({} threads)", tch::get_num_threads()),
+        Device::Cuda(i) => format!("cuda:{i}"),
+        other => format!("{other:?}"),
+    }
+}
+
+fn sync(device: Device) {
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+}
+
+fn input(cfg: &ModelConfig, batch: usize, device: Device) -> Tensor {
+    let s = cfg.img_size as i64;
+    Tensor::randn([batch as i64, 1, s, s], (Kind::Float, device))
+}
+
+/// One timed forward pass, in milliseconds.
+fn time_once(model: &TransUnet, xs: &Tensor) -> Result<f64> {
+    let device = model.device();
+    sync(device);
+    let start = Instant::now();
+    let out = model.forward_t(xs, false)?;
+    sync(device);
+    let ms = start.elapsed().as_secs_f64() * 1e3;
+    drop(out);
+    Ok(ms)
+}
+
+fn check_options(opts: &LatencyOptions, batches: &[usize]) -> Result<()> {
+    if opts.repeats == 0 {
+        return Err(Error::Invalid("latency repeats must be at least 1".into()));
+    }
+    if batches.is_empty() || batches.contains(&0) {
+        return Err(Error::Invalid(format!(
+            "batch sizes must be a non-empty list of positive numbers, found {batches:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// Times the forward pass of one model at `batch` images (eval, no grad).
+pub fn time_forward(
+    model: &TransUnet,
+    batch: usize,
+    opts: &LatencyOptions,
+) -> Result<LatencyStats> {
+    check_options(opts, &[batch])?;
+    let _guard = tch::no_grad_guard();
+    let xs = input(model.config(), batch, model.device());
+    for _ in 0..opts.warmup {
+        time_once(model, &xs)?;
+    }
+    let samples = (0..opts.repeats)
+        .map(|_| time_once(model, &xs))
+        .collect::<Result<Vec<_>>>()?;
+    LatencyStats::from_samples(samples)
+}
+
+/// Times `full` and `compressed` at each batch size, alternating their runs. Both models
+/// must have the same input size; each runs on its own device.
+pub fn compare_latency(
+    full: &TransUnet,
+    compressed: &TransUnet,
+    batches: &[usize],
+    opts: &LatencyOptions,
+) -> Result<LatencyReport> {
+    check_options(opts, batches)?;
+    if full.config().img_size != compressed.config().img_size {
+        return Err(Error::Invalid(format!(
+            "input sizes differ: full {} vs compressed {}",
+            full.config().img_size,
+            compressed.config().img_size
+        )));
+    }
+    let _guard = tch::no_grad_guard();
+    let mut rows = Vec::with_capacity(batches.len());
+    for &batch in batches {
+        let xf = input(full.config(), batch, full.device());
+        let xc = xf.to_device(compressed.device());
+        for _ in 0..opts.warmup {
+            time_once(full, &xf)?;
+            time_once(compressed, &xc)?;
+        }
+        let (mut tf, mut tc) = (Vec::new(), Vec::new());
+        for r in 0..opts.repeats {
+            if r % 2 == 0 {
+                tf.push(time_once(full, &xf)?);
+                tc.push(time_once(compressed, &xc)?);
+            } else {
+                tc.push(time_once(compressed, &xc)?);
+                tf.push(time_once(full, &xf)?);
+            }
+        }
+        rows.push(LatencyRow {
+            batch,
+            full: LatencyStats::from_samples(tf)?,
+            compressed: LatencyStats::from_samples(tc)?,
+        });
+    }
+    let summary = match compressed.arch() {
+        Some(arch) => Some(Summary::new(compressed.config(), arch)?),
+        None => None,
+    };
+    Ok(LatencyReport {
+        device: describe_device(compressed.device()),
+        options: *opts,
+        summary,
+        rows,
+    })
+}
+
+/// Builds the full model of `cfg` and the compressed model of `arch` on `device` (initial
+/// weights; speed does not depend on values) and compares their latency at each batch
+/// size. This is the benchmark behind the latency figures; it runs on CPU or CUDA.
+pub fn bench_full_vs_compressed(
+    cfg: &ModelConfig,
+    arch: &SubnetArch,
+    device: Device,
+    batches: &[usize],
+    opts: &LatencyOptions,
+) -> Result<LatencyReport> {
+    tch::manual_seed(0);
+    let full_vs = nn::VarStore::new(device);
+    let full = TransUnet::new(&full_vs.root(), cfg)?;
+    let small_vs = nn::VarStore::new(device);
+    let compressed = TransUnet::new_reduced(&small_vs.root(), cfg, arch)?;
+    compare_latency(&full, &compressed, batches, opts)
+}
