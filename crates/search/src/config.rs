@@ -1,0 +1,433 @@
+//! Training configuration: one TOML file nests the model's `[model]` table unchanged and
+//! adds `[data]`, `[train]`, `[search]` and `[select]`. Unknown keys are rejected with the
+//! key named; [`RunConfig::validate`] checks every value once, when the file is read.
+//!
+//! ```toml
+//! [model]            # slimseg-model's ModelConfig (configs/tiny.toml)
+//! [train]            # optimiser, schedule, batch, epochs, seed, device, AMP
+//! optimizer = "sgd"  # "sgd" | "adamw"
+//! lr = 0.01
+//! [search]           # sparsity of the soft gates (only for the search stage)
+//! sparsity = "vit-slim"
+//! [select]           # threshold selection -> SubnetSpec
+//! budget = { kind = "model", metric = "macs", keep = 0.7 }
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use slimseg_data::pipeline::Normalization;
+use slimseg_data::split::Split;
+use slimseg_model::ModelConfig;
+
+use crate::error::{Error, Result};
+use crate::select::SelectConfig;
+
+/// Optimiser of the weights (gates always get their own group, see [`SearchConfig`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// SGD with momentum and L2 weight decay added to the gradient (TransUNet's recipe).
+    #[default]
+    Sgd,
+    /// AdamW (decoupled weight decay).
+    Adamw,
+}
+
+/// Where to train.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    /// CUDA device 0 when available, else CPU.
+    #[default]
+    Auto,
+    /// CPU.
+    Cpu,
+    /// CUDA device 0 (an error when CUDA is unavailable).
+    Cuda,
+}
+
+impl DeviceChoice {
+    /// Resolves the choice to a device.
+    pub fn device(self) -> Result<tch::Device> {
+        match self {
+            DeviceChoice::Auto => Ok(tch::Device::cuda_if_available()),
+            DeviceChoice::Cpu => Ok(tch::Device::Cpu),
+            DeviceChoice::Cuda => {
+                if tch::Cuda::is_available() {
+                    Ok(tch::Device::Cuda(0))
+                } else {
+                    Err(Error::config(
+                        "train.device",
+                        "`cuda` requested but CUDA is not available",
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// Mixed precision (autocast to float16 with dynamic loss scaling), CUDA only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AmpChoice {
+    /// On for CUDA, off on CPU.
+    #[default]
+    Auto,
+    /// On (ignored on CPU, where autocast does nothing).
+    On,
+    /// Off.
+    Off,
+}
+
+/// The `[train]` table: one training loop for baseline, search and fine-tuning.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Optimiser of the weights. Default `sgd`.
+    pub optimizer: OptimizerKind,
+    /// Base learning rate of the weights. Default 0.01 (TransUNet).
+    pub lr: f64,
+    /// SGD momentum. Default 0.9.
+    pub momentum: f64,
+    /// Weight decay of the weights (L2 for SGD, decoupled for AdamW). Default 1e-4.
+    pub weight_decay: f64,
+    /// AdamW `(beta1, beta2)`. Default `[0.9, 0.999]`.
+    pub betas: [f64; 2],
+    /// AdamW epsilon. Default 1e-8.
+    pub eps: f64,
+    /// Exponent of the poly decay `lr (1 - it / max_it)^power`. Default 0.9.
+    pub poly_power: f64,
+    /// Slices per batch. Default 8.
+    pub batch_size: usize,
+    /// Epochs (passes over the training slices, last incomplete batch dropped). Default 10.
+    pub epochs: usize,
+    /// Seed of initialisation-independent randomness: shuffling, augmentation, dropout.
+    /// Default 1234 (TransUNet).
+    pub seed: u64,
+    /// Validate (3D Dice on the validation split) every this many epochs, and after the
+    /// last one; 0 disables validation. Default 1.
+    pub val_every: usize,
+    /// Slices per forward pass during evaluation. Default 16.
+    pub eval_batch: usize,
+    /// Device. Default `auto`.
+    pub device: DeviceChoice,
+    /// Mixed precision. Default `auto` (on for CUDA).
+    pub amp: AmpChoice,
+    /// TransUNet augmentation of the training slices. Default true.
+    pub augment: bool,
+    /// Weight of the direction-field loss when the pixel module is on. Default 1.0.
+    pub lambda_df: f64,
+    /// Intra-op CPU threads for libtorch (0: libtorch's default). Default 0.
+    pub threads: usize,
+    /// Draw a progress line on stderr. Default true.
+    pub progress: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            optimizer: OptimizerKind::Sgd,
+            lr: 0.01,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            betas: [0.9, 0.999],
+            eps: 1e-8,
+            poly_power: 0.9,
+            batch_size: 8,
+            epochs: 10,
+            seed: 1234,
+            val_every: 1,
+            eval_batch: 16,
+            device: DeviceChoice::Auto,
+            amp: AmpChoice::Auto,
+            augment: true,
+            lambda_df: 1.0,
+            threads: 0,
+            progress: true,
+        }
+    }
+}
+
+fn finite_nonneg(key: &str, v: f64) -> Result<()> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(())
+    } else {
+        Err(Error::config(
+            key,
+            format!("must be finite and >= 0, found {v}"),
+        ))
+    }
+}
+
+fn positive(key: &str, v: f64) -> Result<()> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(Error::config(
+            key,
+            format!("must be finite and > 0, found {v}"),
+        ))
+    }
+}
+
+impl TrainConfig {
+    /// Checks every value.
+    pub fn validate(&self) -> Result<()> {
+        positive("train.lr", self.lr)?;
+        if !(0.0..1.0).contains(&self.momentum) {
+            return Err(Error::config(
+                "train.momentum",
+                format!("must be in [0, 1), found {}", self.momentum),
+            ));
+        }
+        finite_nonneg("train.weight_decay", self.weight_decay)?;
+        for (i, b) in self.betas.iter().enumerate() {
+            if !(0.0..1.0).contains(b) {
+                return Err(Error::config(
+                    "train.betas",
+                    format!("beta{} must be in [0, 1), found {b}", i + 1),
+                ));
+            }
+        }
+        positive("train.eps", self.eps)?;
+        finite_nonneg("train.poly_power", self.poly_power)?;
+        finite_nonneg("train.lambda_df", self.lambda_df)?;
+        for (key, v) in [
+            ("train.batch_size", self.batch_size),
+            ("train.epochs", self.epochs),
+            ("train.eval_batch", self.eval_batch),
+        ] {
+            if v == 0 {
+                return Err(Error::config(key, "must be positive, found 0"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether autocast is used on `device`.
+    pub fn amp_on(&self, device: tch::Device) -> bool {
+        device.is_cuda() && matches!(self.amp, AmpChoice::Auto | AmpChoice::On)
+    }
+}
+
+/// How the L1 sparsity of the gates is weighted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SparsityKind {
+    /// ViT-Slim: `w_attn sum|z_attn| + w_mlp sum|z_mlp| + w_patch sum|tanh s|`.
+    #[default]
+    VitSlim,
+    /// Each gate weighted by the MACs it controls at full width, normalised so that the
+    /// mean factor over all gates is `cost_weight`.
+    CostAware,
+}
+
+/// The `[search]` table: the sparsity term and the gates' own parameter group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchConfig {
+    /// Per-dimension factors or cost-aware weighting. Default `vit-slim`.
+    pub sparsity: SparsityKind,
+    /// Factor of the attention gates (ViT-Slim default 2e-4).
+    pub w_attn: f64,
+    /// Factor of the MLP gates (ViT-Slim default 5e-5).
+    pub w_mlp: f64,
+    /// Factor of the token (patch) gates (ViT-Slim default 1e-4).
+    pub w_patch: f64,
+    /// Mean per-gate factor of the cost-aware weighting. Default 1e-4.
+    pub cost_weight: f64,
+    /// Learning rate of the gates (own group, no weight decay, same poly schedule).
+    /// Default 0.01.
+    pub gate_lr: f64,
+    /// Epochs of the search; `None`: `train.epochs`. Default `None`.
+    pub epochs: Option<usize>,
+    /// Learning rate of the weights during the search; `None`: `train.lr`. Default `None`.
+    pub lr: Option<f64>,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig {
+            sparsity: SparsityKind::VitSlim,
+            w_attn: 2e-4,
+            w_mlp: 5e-5,
+            w_patch: 1e-4,
+            cost_weight: 1e-4,
+            gate_lr: 0.01,
+            epochs: None,
+            lr: None,
+        }
+    }
+}
+
+impl SearchConfig {
+    /// Checks every value.
+    pub fn validate(&self) -> Result<()> {
+        finite_nonneg("search.w_attn", self.w_attn)?;
+        finite_nonneg("search.w_mlp", self.w_mlp)?;
+        finite_nonneg("search.w_patch", self.w_patch)?;
+        finite_nonneg("search.cost_weight", self.cost_weight)?;
+        if self.epochs == Some(0) {
+            return Err(Error::config("search.epochs", "must be positive, found 0"));
+        }
+        if let Some(lr) = self.lr {
+            positive("search.lr", lr)?;
+        }
+        positive("search.gate_lr", self.gate_lr)
+    }
+}
+
+/// Which patients form the training, validation and test sets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum SplitConfig {
+    /// TransUNet/Swin-Unet split of ACDC patients 1-100 (70 / 10 / 20).
+    #[default]
+    Transunet,
+    /// Fold `fold` of a `k`-fold split of all available patients; the next fold validates.
+    Kfold {
+        /// Number of folds.
+        k: usize,
+        /// Test fold.
+        fold: usize,
+        /// Shuffle seed.
+        seed: u64,
+    },
+    /// Explicit lists.
+    Explicit {
+        /// Training patient ids.
+        train: Vec<u32>,
+        /// Validation patient ids.
+        val: Vec<u32>,
+        /// Test patient ids.
+        test: Vec<u32>,
+    },
+}
+
+impl SplitConfig {
+    /// The split over the `available` patient ids.
+    pub fn resolve(&self, available: &[u32]) -> Result<Split> {
+        let split = match self {
+            SplitConfig::Transunet => Split::transunet(),
+            SplitConfig::Kfold { k, fold, seed } => {
+                Split::kfold(available, *k, *fold, *seed, true)?
+            }
+            SplitConfig::Explicit { train, val, test } => Split {
+                train: train.clone(),
+                val: val.clone(),
+                test: test.clone(),
+            },
+        };
+        if split.train.is_empty() {
+            return Err(Error::config("data.split", "the training set is empty"));
+        }
+        Ok(split)
+    }
+}
+
+/// The `[data]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// Root of an ACDC-format tree (`training/`, `testing/`); `None`: given by the caller.
+    pub root: Option<PathBuf>,
+    /// Patient split. Default `transunet`.
+    pub split: SplitConfig,
+    /// Per-volume intensity normalisation. Default min-max.
+    pub normalization: Normalization,
+}
+
+/// A whole run configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// The model (slimseg-model's `[model]` table, unchanged).
+    pub model: ModelConfig,
+    /// Data selection.
+    #[serde(default)]
+    pub data: DataConfig,
+    /// Training loop settings.
+    #[serde(default)]
+    pub train: TrainConfig,
+    /// Search settings (sparsity, gate learning rate); used by the search stage.
+    #[serde(default)]
+    pub search: SearchConfig,
+    /// Threshold selection; used after the search stage.
+    #[serde(default)]
+    pub select: SelectConfig,
+}
+
+impl RunConfig {
+    /// A configuration with the given model and defaults elsewhere.
+    pub fn with_model(model: ModelConfig) -> Self {
+        RunConfig {
+            model,
+            data: DataConfig::default(),
+            train: TrainConfig::default(),
+            search: SearchConfig::default(),
+            select: SelectConfig::default(),
+        }
+    }
+
+    /// The configuration the search stage trains with: `[train]` with the epochs and the
+    /// weights' learning rate of `[search]` where given.
+    pub fn for_search(&self) -> RunConfig {
+        let mut c = self.clone();
+        if let Some(e) = self.search.epochs {
+            c.train.epochs = e;
+        }
+        if let Some(lr) = self.search.lr {
+            c.train.lr = lr;
+        }
+        c
+    }
+
+    /// Checks every table.
+    pub fn validate(&self) -> Result<()> {
+        self.model.validate()?;
+        self.train.validate()?;
+        self.search.validate()?;
+        self.select.validate()
+    }
+
+    /// Parses and validates a TOML document.
+    pub fn from_toml_str(s: &str) -> Result<Self> {
+        Self::parse(s, Path::new(""))
+    }
+
+    fn parse(s: &str, path: &Path) -> Result<Self> {
+        let cfg: RunConfig = toml::from_str(s).map_err(|e| Error::Parse {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        cfg.validate().map_err(|e| match e {
+            Error::Config { key, reason } if !path.as_os_str().is_empty() => Error::Parse {
+                path: path.to_path_buf(),
+                reason: format!("key `{key}`: {reason}"),
+            },
+            other => other,
+        })?;
+        Ok(cfg)
+    }
+
+    /// Reads and validates a TOML file.
+    pub fn from_toml_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let s = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::parse(&s, path)
+    }
+
+    /// Serialises as TOML.
+    pub fn to_toml_string(&self) -> Result<String> {
+        toml::to_string(self).map_err(|e| Error::Parse {
+            path: PathBuf::new(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Writes the configuration as TOML, atomically.
+    pub fn save_toml(&self, path: impl AsRef<Path>) -> Result<()> {
+        crate::error::write_atomic(path.as_ref(), self.to_toml_string()?.as_bytes())
+    }
+}

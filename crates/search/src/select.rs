@@ -1,0 +1,756 @@
+//! Threshold selection: soft gate values -> [`SubnetSpec`] (DESIGN.md, "Search").
+//!
+//! Two kinds of budget:
+//! - [`Budget::PerDimension`] (ViT-Slim): for each dimension, the gate magnitudes of all
+//!   layers are pooled and exactly `round(keep * count)` of them are kept, the largest
+//!   first (ties: lower layer, then lower index). ViT-Slim thresholds at a quantile and
+//!   keeps ties, which can overshoot; ranking keeps the count exact.
+//! - [`Budget::Model`]: a whole-model target on parameters or MACs. All gates of all
+//!   dimensions are ranked once by importance = magnitude / cost it controls at full width
+//!   and removed in that order until the model's cost is at most the target. Marginal
+//!   costs only shrink as gates go, so the result never exceeds the target and undershoots
+//!   it by less than one gate's full-width cost. Token gates control no parameters, so a
+//!   parameter target never removes tokens. The target can cover the whole network or
+//!   only the transformer blocks ([`CostScope`]).
+//!
+//! Tokens are ranked by their effective magnitude `max over l' >= l of |g[l'][t]|`, which
+//! makes every keep-set monotone with depth (kept in layer `l+1` implies kept in `l`),
+//! the property that ViT-Slim gets by OR-ing masks from the last layer down.
+//!
+//! Floors keep at least `attn_dims` attention dims, `mlp_units` MLP units and `tokens`
+//! tokens in every layer; a floor of 0 explicitly allows that dimension of a layer to
+//! vanish. A budget below what the floors allow is an error that names the reachable range.
+
+use std::cmp::Ordering;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use slimseg_model::count::{block_count, count};
+use slimseg_model::{GateValues, LayerArch, ModelConfig, SubnetArch};
+
+use crate::error::{Error, Result};
+
+/// Which cost a whole-model budget limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CostMetric {
+    /// Trainable parameters of the deployed model.
+    Params,
+    /// Multiply-accumulates per image (FLOPs = 2 x MACs).
+    Macs,
+}
+
+/// What part of the model a whole-model budget measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CostScope {
+    /// The whole network (ResNet, transformer, decoder, heads).
+    #[default]
+    Model,
+    /// The transformer blocks only (the part the gates can shrink).
+    Transformer,
+}
+
+/// What to keep.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Budget {
+    /// Keep these fractions of each dimension's gates, pooled over layers (ViT-Slim).
+    PerDimension {
+        /// Fraction of attention (head, dim) gates kept, in [0, 1].
+        attn: f64,
+        /// Fraction of MLP unit gates kept, in [0, 1].
+        mlp: f64,
+        /// Fraction of (layer, token) gates kept, in [0, 1].
+        token: f64,
+    },
+    /// Keep at most this fraction of the whole model's parameters or MACs.
+    Model {
+        /// The cost limited.
+        metric: CostMetric,
+        /// Fraction of the full cost kept, in (0, 1].
+        keep: f64,
+        /// Whole model (default) or the transformer blocks only.
+        #[serde(default)]
+        scope: CostScope,
+    },
+}
+
+/// Per-layer minimum kept sizes; 0 allows that dimension of a layer to vanish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Floors {
+    /// Minimum attention dims (over all heads) per layer. Default 1.
+    pub attn_dims: usize,
+    /// Minimum MLP units per layer. Default 1.
+    pub mlp_units: usize,
+    /// Minimum tokens per layer. Default 1.
+    pub tokens: usize,
+}
+
+impl Default for Floors {
+    fn default() -> Self {
+        Floors {
+            attn_dims: 1,
+            mlp_units: 1,
+            tokens: 1,
+        }
+    }
+}
+
+/// The `[select]` table: a budget and floors.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SelectConfig {
+    /// The budget. Default: whole model, 70% of the MACs.
+    pub budget: Budget,
+    /// Per-layer floors.
+    pub floors: Floors,
+}
+
+impl Default for SelectConfig {
+    fn default() -> Self {
+        SelectConfig {
+            budget: Budget::Model {
+                metric: CostMetric::Macs,
+                keep: 0.7,
+                scope: CostScope::Model,
+            },
+            floors: Floors::default(),
+        }
+    }
+}
+
+fn fraction(key: &str, v: f64, allow_zero: bool) -> Result<()> {
+    let ok = v.is_finite() && v <= 1.0 && (v > 0.0 || (allow_zero && v == 0.0));
+    if ok {
+        Ok(())
+    } else {
+        let range = if allow_zero { "[0, 1]" } else { "(0, 1]" };
+        Err(Error::config(key, format!("must be in {range}, found {v}")))
+    }
+}
+
+impl SelectConfig {
+    /// Checks the budget fractions.
+    pub fn validate(&self) -> Result<()> {
+        match self.budget {
+            Budget::PerDimension { attn, mlp, token } => {
+                fraction("select.budget.attn", attn, true)?;
+                fraction("select.budget.mlp", mlp, true)?;
+                fraction("select.budget.token", token, true)
+            }
+            Budget::Model { keep, .. } => fraction("select.budget.keep", keep, false),
+        }
+    }
+}
+
+/// Smallest kept gate magnitude per dimension (the effective threshold; absent when
+/// nothing of that dimension is kept).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Thresholds {
+    /// Attention gates.
+    pub attn: Option<f64>,
+    /// MLP gates.
+    pub mlp: Option<f64>,
+    /// Token gates (effective magnitudes).
+    pub token: Option<f64>,
+}
+
+/// A searched subnet: the kept structure plus the budget it was made for and its cost.
+/// Written as TOML (`subnet.toml`) by the search stage and read by compress and later runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubnetSpec {
+    /// Trainable parameters of the subnet (slimseg-model counting conventions).
+    pub params: u64,
+    /// MACs per image of the subnet.
+    pub macs: u64,
+    /// Parameters of the full model.
+    pub full_params: u64,
+    /// MACs per image of the full model.
+    pub full_macs: u64,
+    /// The budget this subnet was selected for.
+    pub budget: Budget,
+    /// The floors used.
+    pub floors: Floors,
+    /// Effective thresholds per dimension.
+    pub thresholds: Thresholds,
+    /// Kept head dims, MLP units and tokens per layer (indices into the full model).
+    pub arch: SubnetArch,
+}
+
+impl SubnetSpec {
+    /// Kept fraction of the parameters.
+    pub fn params_fraction(&self) -> f64 {
+        self.params as f64 / self.full_params.max(1) as f64
+    }
+
+    /// Kept fraction of the MACs.
+    pub fn macs_fraction(&self) -> f64 {
+        self.macs as f64 / self.full_macs.max(1) as f64
+    }
+
+    /// Checks the architecture against `cfg` and that the recorded costs are its counts.
+    pub fn check(&self, cfg: &ModelConfig) -> Result<()> {
+        let sub = count(cfg, Some(&self.arch))?;
+        let full = count(cfg, None)?;
+        let found = (self.params, self.macs, self.full_params, self.full_macs);
+        let want = (sub.params(), sub.macs(), full.params(), full.macs());
+        if found != want {
+            return Err(Error::Input(format!(
+                "subnet spec records (params, macs, full params, full macs) = {found:?} but \
+                 its architecture counts {want:?}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Serialises as TOML.
+    pub fn to_toml_string(&self) -> Result<String> {
+        toml::to_string(self).map_err(|e| Error::Parse {
+            path: Default::default(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Parses TOML written by [`Self::to_toml_string`].
+    pub fn from_toml_str(s: &str) -> Result<Self> {
+        toml::from_str(s).map_err(|e| Error::Parse {
+            path: Default::default(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Writes the spec as TOML, atomically.
+    pub fn save_toml(&self, path: impl AsRef<Path>) -> Result<()> {
+        crate::error::write_atomic(path.as_ref(), self.to_toml_string()?.as_bytes())
+    }
+
+    /// Reads a spec TOML file.
+    pub fn load_toml(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let s = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        toml::from_str(&s).map_err(|e| Error::Parse {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// One gate of one of the three dimensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    Attn { l: usize, h: usize, d: usize },
+    Mlp { l: usize, j: usize },
+    Token { l: usize, t: usize },
+}
+
+impl Gate {
+    fn layer(self) -> usize {
+        match self {
+            Gate::Attn { l, .. } | Gate::Mlp { l, .. } | Gate::Token { l, .. } => l,
+        }
+    }
+}
+
+/// Gate magnitudes checked against a model configuration.
+struct Scores {
+    layers: usize,
+    heads: usize,
+    head_dim: usize,
+    mlp: usize,
+    tokens: usize,
+    attn: Vec<Vec<Vec<f64>>>,
+    mlp_s: Vec<Vec<f64>>,
+    /// Effective token magnitudes `max over l' >= l of |g[l'][t]|`.
+    token_eff: Vec<Vec<f64>>,
+}
+
+fn check_finite(what: &str, v: f32) -> Result<f64> {
+    if v.is_finite() {
+        Ok((v as f64).abs())
+    } else {
+        Err(Error::Input(format!("{what} gate value is {v}")))
+    }
+}
+
+impl Scores {
+    fn new(cfg: &ModelConfig, g: &GateValues) -> Result<Self> {
+        let (layers, heads, head_dim, mlp, tokens) = (
+            cfg.layers,
+            cfg.heads,
+            cfg.head_dim(),
+            cfg.mlp_dim,
+            cfg.num_tokens(),
+        );
+        let shape_err = |what: &str, want: String| {
+            Error::Input(format!(
+                "gate values do not fit the model config: {what}, expected {want}"
+            ))
+        };
+        if g.attn.len() != layers || g.mlp.len() != layers || g.token.len() != layers {
+            return Err(shape_err(
+                &format!(
+                    "layers attn/mlp/token = {}/{}/{}",
+                    g.attn.len(),
+                    g.mlp.len(),
+                    g.token.len()
+                ),
+                format!("{layers} each"),
+            ));
+        }
+        let mut attn = Vec::with_capacity(layers);
+        for (l, la) in g.attn.iter().enumerate() {
+            if la.len() != heads || la.iter().any(|h| h.len() != head_dim) {
+                return Err(shape_err(
+                    &format!("layer {l} attention gates"),
+                    format!("{heads} heads x {head_dim} dims"),
+                ));
+            }
+            attn.push(
+                la.iter()
+                    .map(|h| h.iter().map(|&v| check_finite("attention", v)).collect())
+                    .collect::<Result<Vec<Vec<f64>>>>()?,
+            );
+        }
+        let mut mlp_s = Vec::with_capacity(layers);
+        for (l, m) in g.mlp.iter().enumerate() {
+            if m.len() != mlp {
+                return Err(shape_err(
+                    &format!("layer {l} has {} MLP gates", m.len()),
+                    mlp.to_string(),
+                ));
+            }
+            mlp_s.push(
+                m.iter()
+                    .map(|&v| check_finite("MLP", v))
+                    .collect::<Result<Vec<_>>>()?,
+            );
+        }
+        let mut token_eff = vec![vec![0.0; tokens]; layers];
+        for l in (0..layers).rev() {
+            if g.token[l].len() != tokens {
+                return Err(shape_err(
+                    &format!("layer {l} has {} token gates", g.token[l].len()),
+                    tokens.to_string(),
+                ));
+            }
+            for t in 0..tokens {
+                let v = check_finite("token", g.token[l][t])?;
+                token_eff[l][t] = if l + 1 < layers {
+                    v.max(token_eff[l + 1][t])
+                } else {
+                    v
+                };
+            }
+        }
+        Ok(Scores {
+            layers,
+            heads,
+            head_dim,
+            mlp,
+            tokens,
+            attn,
+            mlp_s,
+            token_eff,
+        })
+    }
+
+    fn score(&self, g: Gate) -> f64 {
+        match g {
+            Gate::Attn { l, h, d } => self.attn[l][h][d],
+            Gate::Mlp { l, j } => self.mlp_s[l][j],
+            Gate::Token { l, t } => self.token_eff[l][t],
+        }
+    }
+
+    fn attn_gates(&self) -> Vec<Gate> {
+        (0..self.layers)
+            .flat_map(|l| {
+                (0..self.heads)
+                    .flat_map(move |h| (0..self.head_dim).map(move |d| Gate::Attn { l, h, d }))
+            })
+            .collect()
+    }
+
+    fn mlp_gates(&self) -> Vec<Gate> {
+        (0..self.layers)
+            .flat_map(|l| (0..self.mlp).map(move |j| Gate::Mlp { l, j }))
+            .collect()
+    }
+
+    fn token_gates(&self) -> Vec<Gate> {
+        (0..self.layers)
+            .flat_map(|l| (0..self.tokens).map(move |t| Gate::Token { l, t }))
+            .collect()
+    }
+}
+
+/// Which gates are kept, as per-layer boolean masks.
+struct Keep {
+    attn: Vec<Vec<Vec<bool>>>,
+    mlp: Vec<Vec<bool>>,
+    token: Vec<Vec<bool>>,
+}
+
+impl Keep {
+    fn new(s: &Scores, value: bool) -> Self {
+        Keep {
+            attn: vec![vec![vec![value; s.head_dim]; s.heads]; s.layers],
+            mlp: vec![vec![value; s.mlp]; s.layers],
+            token: vec![vec![value; s.tokens]; s.layers],
+        }
+    }
+
+    fn set(&mut self, g: Gate, v: bool) {
+        match g {
+            Gate::Attn { l, h, d } => self.attn[l][h][d] = v,
+            Gate::Mlp { l, j } => self.mlp[l][j] = v,
+            Gate::Token { l, t } => self.token[l][t] = v,
+        }
+    }
+
+    fn get(&self, g: Gate) -> bool {
+        match g {
+            Gate::Attn { l, h, d } => self.attn[l][h][d],
+            Gate::Mlp { l, j } => self.mlp[l][j],
+            Gate::Token { l, t } => self.token[l][t],
+        }
+    }
+
+    fn arch(&self, cfg: &ModelConfig) -> SubnetArch {
+        let idx = |m: &[bool]| -> Vec<usize> {
+            m.iter()
+                .enumerate()
+                .filter_map(|(i, &k)| k.then_some(i))
+                .collect()
+        };
+        SubnetArch {
+            full: SubnetArch::full_dims(cfg),
+            layers: (0..self.attn.len())
+                .map(|l| LayerArch {
+                    head_dims: self.attn[l].iter().map(|h| idx(h)).collect(),
+                    mlp_units: idx(&self.mlp[l]),
+                    tokens: idx(&self.token[l]),
+                })
+                .collect(),
+        }
+    }
+
+    fn thresholds(&self, s: &Scores) -> Thresholds {
+        let min_kept = |gates: Vec<Gate>| {
+            gates
+                .into_iter()
+                .filter(|&g| self.get(g))
+                .map(|g| s.score(g))
+                .min_by(f64::total_cmp)
+        };
+        Thresholds {
+            attn: min_kept(s.attn_gates()),
+            mlp: min_kept(s.mlp_gates()),
+            token: min_kept(s.token_gates()),
+        }
+    }
+}
+
+/// Ranking order "more important first": score descending, then lower layer, then the
+/// gates' natural order (the order of the input vector, a stable sort keeps it).
+fn by_importance_desc(s: &Scores) -> impl Fn(&Gate, &Gate) -> Ordering + '_ {
+    move |a, b| {
+        s.score(*b)
+            .total_cmp(&s.score(*a))
+            .then(a.layer().cmp(&b.layer()))
+    }
+}
+
+/// Keeps exactly `round(frac * gates.len())` gates of one dimension, top-ranked, after
+/// reserving `reserved` (the floors).
+fn keep_top(
+    s: &Scores,
+    keep: &mut Keep,
+    gates: Vec<Gate>,
+    reserved: Vec<Gate>,
+    frac: f64,
+    name: &str,
+) -> Result<()> {
+    let total = gates.len();
+    let k = (frac * total as f64).round() as usize;
+    if k < reserved.len() {
+        return Err(Error::Budget(format!(
+            "keeping {frac} of the {name} gates ({k} of {total}) is below the floors, which \
+             keep {} ({:.4}); reachable fractions are {:.4}..=1",
+            reserved.len(),
+            reserved.len() as f64 / total as f64,
+            reserved.len() as f64 / total as f64,
+        )));
+    }
+    for &g in &reserved {
+        keep.set(g, true);
+    }
+    let mut rest: Vec<Gate> = gates.into_iter().filter(|&g| !keep.get(g)).collect();
+    rest.sort_by(by_importance_desc(s));
+    for &g in rest.iter().take(k - reserved.len()) {
+        keep.set(g, true);
+    }
+    Ok(())
+}
+
+/// Floors reserved per layer: the top `floor` gates of each layer (attention, MLP).
+fn reserve_per_layer(s: &Scores, gates: &[Gate], floor: usize) -> Vec<Gate> {
+    let mut out = Vec::new();
+    for l in 0..s.layers {
+        let mut layer: Vec<Gate> = gates.iter().copied().filter(|g| g.layer() == l).collect();
+        layer.sort_by(by_importance_desc(s));
+        out.extend(layer.into_iter().take(floor));
+    }
+    out
+}
+
+/// Token floors: the top `floor` tokens of the last layer, kept in every layer (so that
+/// the monotone sets keep at least `floor` tokens everywhere).
+fn reserve_tokens(s: &Scores, floor: usize) -> Vec<Gate> {
+    if s.layers == 0 {
+        return Vec::new();
+    }
+    let last = s.layers - 1;
+    let mut ts: Vec<usize> = (0..s.tokens).collect();
+    ts.sort_by(|&a, &b| s.token_eff[last][b].total_cmp(&s.token_eff[last][a]));
+    ts.truncate(floor);
+    (0..s.layers)
+        .flat_map(|l| ts.iter().map(move |&t| Gate::Token { l, t }))
+        .collect()
+}
+
+/// Per-layer kept sizes of the three dimensions, for incremental costs.
+#[derive(Debug, Clone, Copy)]
+struct LayerWidth {
+    attn: usize,
+    mlp: usize,
+    tokens: usize,
+}
+
+fn layer_cost(cfg: &ModelConfig, w: LayerWidth, metric: CostMetric) -> u64 {
+    let b = block_count(cfg.hidden, &[w.attn], w.mlp, w.tokens);
+    match metric {
+        CostMetric::Params => b.params,
+        CostMetric::Macs => b.macs(),
+    }
+}
+
+/// Cost of removing one gate from a layer of width `w` (what it controls there).
+fn marginal_cost(cfg: &ModelConfig, w: LayerWidth, g: Gate, metric: CostMetric) -> u64 {
+    let mut less = w;
+    match g {
+        Gate::Attn { .. } => less.attn -= 1,
+        Gate::Mlp { .. } => less.mlp -= 1,
+        Gate::Token { .. } => less.tokens -= 1,
+    }
+    layer_cost(cfg, w, metric) - layer_cost(cfg, less, metric)
+}
+
+/// The largest cost one gate controls in the full model (the tolerance of model budgets).
+pub fn max_gate_cost(cfg: &ModelConfig, metric: CostMetric) -> u64 {
+    let full = LayerWidth {
+        attn: cfg.hidden,
+        mlp: cfg.mlp_dim,
+        tokens: cfg.num_tokens(),
+    };
+    [
+        Gate::Attn { l: 0, h: 0, d: 0 },
+        Gate::Mlp { l: 0, j: 0 },
+        Gate::Token { l: 0, t: 0 },
+    ]
+    .into_iter()
+    .map(|g| marginal_cost(cfg, full, g, metric))
+    .max()
+    .unwrap_or(0)
+}
+
+/// The MACs each gate of a dimension controls in the full model: `(attention dim, MLP
+/// unit, token)`; the weights of cost-aware sparsity.
+pub fn gate_macs(cfg: &ModelConfig) -> (u64, u64, u64) {
+    let full = LayerWidth {
+        attn: cfg.hidden,
+        mlp: cfg.mlp_dim,
+        tokens: cfg.num_tokens(),
+    };
+    let m = |g| marginal_cost(cfg, full, g, CostMetric::Macs);
+    (
+        m(Gate::Attn { l: 0, h: 0, d: 0 }),
+        m(Gate::Mlp { l: 0, j: 0 }),
+        m(Gate::Token { l: 0, t: 0 }),
+    )
+}
+
+/// The full cost a model budget of `metric` and `scope` refers to.
+pub fn full_cost(cfg: &ModelConfig, metric: CostMetric, scope: CostScope) -> Result<u64> {
+    let c = count(cfg, None)?;
+    let (params, macs) = match scope {
+        CostScope::Model => (c.params(), c.macs()),
+        CostScope::Transformer => c.sum_prefix("transformer.encoder.layer."),
+    };
+    Ok(match metric {
+        CostMetric::Params => params,
+        CostMetric::Macs => macs,
+    })
+}
+
+/// The cost of a subnet architecture in the sense of a model budget.
+pub fn arch_cost(
+    cfg: &ModelConfig,
+    arch: &SubnetArch,
+    metric: CostMetric,
+    scope: CostScope,
+) -> Result<u64> {
+    let c = count(cfg, Some(arch))?;
+    let (params, macs) = match scope {
+        CostScope::Model => (c.params(), c.macs()),
+        CostScope::Transformer => c.sum_prefix("transformer.encoder.layer."),
+    };
+    Ok(match metric {
+        CostMetric::Params => params,
+        CostMetric::Macs => macs,
+    })
+}
+
+fn select_model(
+    cfg: &ModelConfig,
+    s: &Scores,
+    floors: Floors,
+    metric: CostMetric,
+    keep_frac: f64,
+    scope: CostScope,
+) -> Result<Keep> {
+    let full_cost = full_cost(cfg, metric, scope)?;
+    let full_w = LayerWidth {
+        attn: cfg.hidden,
+        mlp: cfg.mlp_dim,
+        tokens: cfg.num_tokens(),
+    };
+    let block_full = layer_cost(cfg, full_w, metric);
+    let fixed = full_cost - block_full * cfg.layers as u64;
+    let target = (keep_frac * full_cost as f64).floor() as u64;
+
+    let mut widths = vec![full_w; s.layers];
+    let mut keep = Keep::new(s, true);
+    let mut cost = full_cost;
+
+    // One global ranking: magnitude per unit of controlled cost, least important first.
+    let mut ranked: Vec<(f64, Gate)> = s
+        .attn_gates()
+        .into_iter()
+        .chain(s.mlp_gates())
+        .chain(s.token_gates())
+        .filter_map(|g| {
+            let c = marginal_cost(cfg, full_w, g, metric);
+            (c > 0).then(|| (s.score(g) / c as f64, g))
+        })
+        .collect();
+    // Ties: deeper layers first, so a token leaves layer l+1 before layer l.
+    ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(b.1.layer().cmp(&a.1.layer())));
+
+    let floor_ok = |w: &LayerWidth, g: Gate| match g {
+        Gate::Attn { .. } => w.attn > floors.attn_dims,
+        Gate::Mlp { .. } => w.mlp > floors.mlp_units,
+        Gate::Token { .. } => w.tokens > floors.tokens,
+    };
+    for &(_, g) in &ranked {
+        if cost <= target {
+            break;
+        }
+        let l = g.layer();
+        if !floor_ok(&widths[l], g) {
+            continue;
+        }
+        if let Gate::Token { l, t } = g {
+            if l + 1 < s.layers && keep.token[l + 1][t] {
+                continue; // would break monotonicity
+            }
+        }
+        let before = layer_cost(cfg, widths[l], metric);
+        match g {
+            Gate::Attn { .. } => widths[l].attn -= 1,
+            Gate::Mlp { .. } => widths[l].mlp -= 1,
+            Gate::Token { .. } => widths[l].tokens -= 1,
+        }
+        let after = layer_cost(cfg, widths[l], metric);
+        cost = cost - before + after;
+        keep.set(g, false);
+    }
+    debug_assert_eq!(
+        cost,
+        fixed
+            + widths
+                .iter()
+                .map(|&w| layer_cost(cfg, w, metric))
+                .sum::<u64>()
+    );
+    if cost > target {
+        let name = match (metric, scope) {
+            (CostMetric::Params, CostScope::Model) => "model parameters",
+            (CostMetric::Macs, CostScope::Model) => "model MACs",
+            (CostMetric::Params, CostScope::Transformer) => "transformer parameters",
+            (CostMetric::Macs, CostScope::Transformer) => "transformer MACs",
+        };
+        return Err(Error::Budget(format!(
+            "keeping {keep_frac} of the {name} ({target} of {full_cost}) is not reachable: with \
+             floors {floors:?} the smallest subnet keeps {cost} {name} ({:.4}); reachable \
+             fractions are {:.4}..=1",
+            cost as f64 / full_cost as f64,
+            cost as f64 / full_cost as f64,
+        )));
+    }
+    Ok(keep)
+}
+
+/// Selects the subnet that `config` asks for from the soft gate values of a searched
+/// model with configuration `cfg`.
+pub fn select(cfg: &ModelConfig, gates: &GateValues, config: &SelectConfig) -> Result<SubnetSpec> {
+    cfg.validate()?;
+    config.validate()?;
+    let s = Scores::new(cfg, gates)?;
+    let floors = config.floors;
+    let keep = match config.budget {
+        Budget::PerDimension { attn, mlp, token } => {
+            let mut keep = Keep::new(&s, false);
+            let ag = s.attn_gates();
+            let reserved = reserve_per_layer(&s, &ag, floors.attn_dims);
+            keep_top(&s, &mut keep, ag, reserved, attn, "attention")?;
+            let mg = s.mlp_gates();
+            let reserved = reserve_per_layer(&s, &mg, floors.mlp_units);
+            keep_top(&s, &mut keep, mg, reserved, mlp, "MLP")?;
+            let reserved = reserve_tokens(&s, floors.tokens.min(s.tokens));
+            keep_top(&s, &mut keep, s.token_gates(), reserved, token, "token")?;
+            keep
+        }
+        Budget::Model {
+            metric,
+            keep,
+            scope,
+        } => select_model(cfg, &s, floors, metric, keep, scope)?,
+    };
+    let arch = keep.arch(cfg);
+    let sub = count(cfg, Some(&arch))?;
+    let full = count(cfg, None)?;
+    Ok(SubnetSpec {
+        params: sub.params(),
+        macs: sub.macs(),
+        full_params: full.params(),
+        full_macs: full.macs(),
+        budget: config.budget,
+        floors,
+        thresholds: keep.thresholds(&s),
+        arch,
+    })
+}
+
+/// Whether every token keep-set is monotone with depth (kept in `l+1` implies kept in `l`).
+pub fn tokens_monotone(arch: &SubnetArch) -> bool {
+    arch.layers.windows(2).all(|w| {
+        w[1].tokens
+            .iter()
+            .all(|t| w[0].tokens.binary_search(t).is_ok())
+    })
+}

@@ -1,0 +1,288 @@
+//! Threshold selection: exact per-dimension fractions, model budgets met within one gate's
+//! cost and never exceeded, monotone token sets, floors, errors that say what is reachable.
+
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use slimseg_model::{GateValues, ModelConfig};
+use slimseg_search::select::{arch_cost, full_cost, max_gate_cost, tokens_monotone};
+use slimseg_search::{
+    Budget, CostMetric, CostScope, Error, Floors, SelectConfig, SubnetSpec, select,
+};
+
+/// A small random preset: 1-4 layers, 1-4 heads of 1-8 dims, 1-40 MLP units, 2x2 to 4x4
+/// tokens.
+fn random_config(rng: &mut StdRng) -> ModelConfig {
+    let mut c = ModelConfig::tiny();
+    c.layers = rng.gen_range(1..=4);
+    c.heads = rng.gen_range(1..=4);
+    c.hidden = c.heads * rng.gen_range(1..=8);
+    c.mlp_dim = rng.gen_range(1..=40);
+    c.img_size = 16 * rng.gen_range(2..=4);
+    c.validate().expect("random preset is valid");
+    c
+}
+
+/// Random gate values; a fraction of them tied (equal values) to exercise tie-breaking.
+fn random_gates(cfg: &ModelConfig, rng: &mut StdRng) -> GateValues {
+    let v = |rng: &mut StdRng| -> f32 {
+        if rng.gen_bool(0.2) {
+            0.5
+        } else {
+            rng.gen_range(-0.2f32..1.2)
+        }
+    };
+    GateValues {
+        attn: (0..cfg.layers)
+            .map(|_| {
+                (0..cfg.heads)
+                    .map(|_| (0..cfg.head_dim()).map(|_| v(rng)).collect())
+                    .collect()
+            })
+            .collect(),
+        mlp: (0..cfg.layers)
+            .map(|_| (0..cfg.mlp_dim).map(|_| v(rng)).collect())
+            .collect(),
+        token: (0..cfg.layers)
+            .map(|_| (0..cfg.num_tokens()).map(|_| v(rng)).collect())
+            .collect(),
+    }
+}
+
+fn kept_counts(spec: &SubnetSpec) -> (usize, usize, usize) {
+    let a = spec.arch.layers.iter().map(|l| l.attn_width()).sum();
+    let m = spec.arch.layers.iter().map(|l| l.mlp_units.len()).sum();
+    let t = spec.arch.layers.iter().map(|l| l.tokens.len()).sum();
+    (a, m, t)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn per_dimension_budgets_keep_exactly_the_requested_fraction(
+        seed in any::<u64>(),
+        fa in 0.0f64..=1.0,
+        fm in 0.0f64..=1.0,
+        ft in 0.0f64..=1.0,
+    ) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let cfg = random_config(&mut rng);
+        let gates = random_gates(&cfg, &mut rng);
+        let sel = SelectConfig {
+            budget: Budget::PerDimension { attn: fa, mlp: fm, token: ft },
+            floors: Floors { attn_dims: 0, mlp_units: 0, tokens: 0 },
+        };
+        let spec = select(&cfg, &gates, &sel).expect("no floors: always reachable");
+        let l = cfg.layers;
+        let (na, nm, nt) = (l * cfg.hidden, l * cfg.mlp_dim, l * cfg.num_tokens());
+        let (a, m, t) = kept_counts(&spec);
+        prop_assert_eq!(a, (fa * na as f64).round() as usize);
+        prop_assert_eq!(m, (fm * nm as f64).round() as usize);
+        prop_assert_eq!(t, (ft * nt as f64).round() as usize);
+        prop_assert!(tokens_monotone(&spec.arch));
+        spec.check(&cfg).unwrap();
+        // Every kept attention/MLP gate is at least as large as every dropped one.
+        if let Some(th) = spec.thresholds.mlp {
+            for (li, layer) in gates.mlp.iter().enumerate() {
+                for (j, &g) in layer.iter().enumerate() {
+                    if !spec.arch.layers[li].mlp_units.contains(&j) {
+                        prop_assert!((g as f64).abs() <= th);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn per_dimension_floors_keep_every_layer_alive_and_counts_exact(
+        seed in any::<u64>(),
+        fa in 0.0f64..=1.0,
+        fm in 0.0f64..=1.0,
+        ft in 0.0f64..=1.0,
+    ) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let cfg = random_config(&mut rng);
+        let gates = random_gates(&cfg, &mut rng);
+        let sel = SelectConfig {
+            budget: Budget::PerDimension { attn: fa, mlp: fm, token: ft },
+            floors: Floors::default(),
+        };
+        match select(&cfg, &gates, &sel) {
+            Ok(spec) => {
+                let l = cfg.layers;
+                let (a, m, t) = kept_counts(&spec);
+                prop_assert_eq!(a, (fa * (l * cfg.hidden) as f64).round() as usize);
+                prop_assert_eq!(m, (fm * (l * cfg.mlp_dim) as f64).round() as usize);
+                prop_assert_eq!(t, (ft * (l * cfg.num_tokens()) as f64).round() as usize);
+                for la in &spec.arch.layers {
+                    prop_assert!(la.attn_width() >= 1 && !la.mlp_units.is_empty() && !la.tokens.is_empty());
+                }
+                prop_assert!(tokens_monotone(&spec.arch));
+            }
+            Err(e) => {
+                // Only a fraction below one gate per layer can be unreachable.
+                prop_assert!(matches!(e, Error::Budget(_)), "{e}");
+                prop_assert!(e.to_string().contains("reachable"));
+                let l = cfg.layers as f64;
+                let lowest = [
+                    (fa * (cfg.layers * cfg.hidden) as f64).round() / l,
+                    (fm * (cfg.layers * cfg.mlp_dim) as f64).round() / l,
+                    (ft * (cfg.layers * cfg.num_tokens()) as f64).round() / l,
+                ];
+                prop_assert!(lowest.iter().any(|&k| k < 1.0), "{lowest:?}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn model_budgets_are_never_exceeded_and_met_within_one_gate(
+        seed in any::<u64>(),
+        keep in 0.05f64..=1.0,
+        macs in any::<bool>(),
+        transformer in any::<bool>(),
+        floors in any::<bool>(),
+    ) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let cfg = random_config(&mut rng);
+        let gates = random_gates(&cfg, &mut rng);
+        let metric = if macs { CostMetric::Macs } else { CostMetric::Params };
+        let scope = if transformer { CostScope::Transformer } else { CostScope::Model };
+        let floors = if floors { Floors::default() } else { Floors { attn_dims: 0, mlp_units: 0, tokens: 0 } };
+        let sel = SelectConfig { budget: Budget::Model { metric, keep, scope }, floors };
+        let full = full_cost(&cfg, metric, scope).unwrap();
+        let target = (keep * full as f64).floor() as u64;
+        match select(&cfg, &gates, &sel) {
+            Ok(spec) => {
+                let cost = arch_cost(&cfg, &spec.arch, metric, scope).unwrap();
+                prop_assert!(cost <= target, "cost {cost} > target {target}");
+                prop_assert!(target - cost <= max_gate_cost(&cfg, metric),
+                    "undershoot {} exceeds one gate ({})", target - cost, max_gate_cost(&cfg, metric));
+                prop_assert!(tokens_monotone(&spec.arch));
+                spec.check(&cfg).unwrap();
+                if metric == CostMetric::Params {
+                    // Tokens control no parameters and are never removed for a params target.
+                    prop_assert!(spec.arch.layers.iter().all(|l| l.tokens.len() == cfg.num_tokens()));
+                }
+            }
+            Err(e) => {
+                prop_assert!(matches!(e, Error::Budget(_)), "{e}");
+                prop_assert!(e.to_string().contains("reachable fractions are"), "{e}");
+                // Unreachable means even removing all that the floors allow stays above.
+                let all = SelectConfig { budget: Budget::Model { metric, keep: 1e-9, scope }, floors };
+                prop_assert!(select(&cfg, &gates, &all).is_err());
+            }
+        }
+    }
+}
+
+#[test]
+fn tokens_are_monotone_even_when_deep_layers_prefer_other_tokens() {
+    // Layer 1 (last) strongly prefers token 0, layer 0 prefers token 3: the token kept in
+    // layer 1 must also be kept in layer 0.
+    let mut cfg = ModelConfig::tiny();
+    cfg.layers = 2;
+    cfg.img_size = 32; // 2x2 tokens
+    let full = |v: f32, n: usize| vec![v; n];
+    let gates = GateValues {
+        attn: vec![vec![full(1.0, cfg.head_dim()); cfg.heads]; 2],
+        mlp: vec![full(1.0, cfg.mlp_dim); 2],
+        token: vec![vec![0.01, 0.2, 0.3, 0.9], vec![0.95, 0.02, 0.03, 0.04]],
+    };
+    let sel = SelectConfig {
+        budget: Budget::PerDimension {
+            attn: 1.0,
+            mlp: 1.0,
+            token: 3.0 / 8.0,
+        },
+        floors: Floors {
+            attn_dims: 0,
+            mlp_units: 0,
+            tokens: 0,
+        },
+    };
+    let spec = select(&cfg, &gates, &sel).unwrap();
+    assert_eq!(spec.arch.layers[1].tokens, vec![0]);
+    assert_eq!(spec.arch.layers[0].tokens, vec![0, 3]);
+    assert!(tokens_monotone(&spec.arch));
+}
+
+#[test]
+fn unreachable_model_target_says_what_is_reachable() {
+    let cfg = ModelConfig::tiny();
+    let mut rng = StdRng::seed_from_u64(3);
+    let gates = random_gates(&cfg, &mut rng);
+    let sel = SelectConfig {
+        budget: Budget::Model {
+            metric: CostMetric::Macs,
+            keep: 0.7,
+            scope: CostScope::Model,
+        },
+        floors: Floors::default(),
+    };
+    let err = select(&cfg, &gates, &sel).unwrap_err().to_string();
+    // tiny's transformer is a small share of its MACs: 70% of the whole model is out of reach.
+    assert!(
+        err.contains("not reachable") && err.contains("reachable fractions are 0.9"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unreachable_per_dimension_budget_names_the_floor() {
+    let cfg = ModelConfig::tiny();
+    let mut rng = StdRng::seed_from_u64(4);
+    let gates = random_gates(&cfg, &mut rng);
+    let sel = SelectConfig {
+        budget: Budget::PerDimension {
+            attn: 0.0,
+            mlp: 0.5,
+            token: 0.5,
+        },
+        floors: Floors::default(),
+    };
+    let err = select(&cfg, &gates, &sel).unwrap_err().to_string();
+    assert!(
+        err.contains("attention") && err.contains("reachable fractions are 0.0156"),
+        "{err}"
+    );
+}
+
+#[test]
+fn subnet_spec_round_trips_through_toml_and_checks_its_counts() {
+    let cfg = ModelConfig::tiny();
+    let mut rng = StdRng::seed_from_u64(5);
+    let gates = random_gates(&cfg, &mut rng);
+    let sel = SelectConfig {
+        budget: Budget::Model {
+            metric: CostMetric::Macs,
+            keep: 0.7,
+            scope: CostScope::Transformer,
+        },
+        floors: Floors::default(),
+    };
+    let spec = select(&cfg, &gates, &sel).unwrap();
+    let text = spec.to_toml_string().unwrap();
+    assert!(
+        text.contains("[budget]") && text.contains("[[arch.layers]]"),
+        "{text}"
+    );
+    let back = SubnetSpec::from_toml_str(&text).unwrap();
+    assert_eq!(back, spec);
+    back.check(&cfg).unwrap();
+    let mut wrong = back.clone();
+    wrong.macs += 1;
+    assert!(wrong.check(&cfg).is_err());
+}
+
+#[test]
+fn gate_values_of_another_config_are_rejected() {
+    let cfg = ModelConfig::tiny();
+    let mut rng = StdRng::seed_from_u64(6);
+    let mut other = cfg.clone();
+    other.mlp_dim = 64;
+    let gates = random_gates(&other, &mut rng);
+    let err = select(&cfg, &gates, &SelectConfig::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("MLP gates"), "{err}");
+}
