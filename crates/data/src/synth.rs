@@ -569,7 +569,7 @@ impl<'a> Scene<'a> {
             })
             .collect();
         // A shared Gaussian noise pool; each (frame, slice) reads it at its own offset.
-        let pool = (nx * ny * 2).max(1 << 16);
+        let pool = nx * ny * 2 + 4096;
         let noise: Vec<f32> = (0..pool).map(|_| StandardNormal.sample(&mut rng)).collect();
         Scene {
             p,
@@ -667,15 +667,18 @@ impl<'a> Scene<'a> {
             }
         }
         // Acquisition: gain x bias, Rician noise, int16.
-        let pool = self.noise.len();
+        // Two windows of the noise pool at offsets keyed by (patient, frame, slice).
         let n_px = val.len();
-        let off = (mix(p.seedling, (frame as u64) << 16 | z as u64) as usize) % pool;
-        let off2 = (off + pool / 2 + 7919) % pool;
+        let span = self.noise.len() - n_px;
+        let key = mix(p.seedling, ((frame as u64) << 16) | z as u64);
+        let off = (key % span as u64) as usize;
+        let off2 = ((key >> 32) % span as u64) as usize;
+        let (n1, n2) = (&self.noise[off..off + n_px], &self.noise[off2..off2 + n_px]);
         for i in 0..n_px {
             let g = sc.gain[i];
             let sd = self.noise_sd * g;
-            let re = val[i] * g + sd * self.noise[(off + i) % pool];
-            let im = sd * self.noise[(off2 + i) % pool];
+            let re = val[i] * g + sd * n1[i];
+            let im = sd * n2[i];
             img[i] = (re * re + im * im).sqrt().min(i16::MAX as f32) as i16;
         }
     }
