@@ -1,4 +1,5 @@
-//! Forward latency on CPU: `paper` at batch 1 and `tiny` at batch 8 (eval mode, no grad).
+//! Forward latency on CPU: `paper` at batch 1 and `tiny` at batch 8 (eval mode, no grad);
+//! also on CUDA device 0 (`*_cuda`) when a GPU is present.
 //!
 //! Run: `cargo bench -p slimseg-model --bench forward`.
 
@@ -22,9 +23,28 @@ fn bench_forward(c: &mut Criterion, name: &str, cfg: ModelConfig, batch: i64) {
 }
 
 fn forward(c: &mut Criterion) {
+    slimseg_model::runtime::init();
     eprintln!("libtorch threads: {}", tch::get_num_threads());
-    bench_forward(c, "forward/paper_b1", ModelConfig::paper(), 1);
-    bench_forward(c, "forward/tiny_b8", ModelConfig::tiny(), 8);
+    if std::env::var_os("SLIMSEG_BENCH_CUDA_ONLY").is_none() {
+        bench_forward(c, "forward/paper_b1", ModelConfig::paper(), 1, Device::Cpu);
+        bench_forward(c, "forward/tiny_b8", ModelConfig::tiny(), 8, Device::Cpu);
+    }
+    if tch::Cuda::is_available() {
+        bench_forward(
+            c,
+            "forward/paper_b1_cuda",
+            ModelConfig::paper(),
+            1,
+            Device::Cuda(0),
+        );
+        bench_forward(
+            c,
+            "forward/tiny_b8_cuda",
+            ModelConfig::tiny(),
+            8,
+            Device::Cuda(0),
+        );
+    }
 }
 
 criterion_group! {

@@ -48,8 +48,15 @@ pub enum GateMode {
 /// Initial token score: `tanh(3) ≈ 0.995`.
 pub const TOKEN_SCORE_INIT: f64 = 3.0;
 
+/// Optimizer parameter group of the gate variables: [`SoftGates::new`] creates them in this
+/// group, so a tch optimizer can give them their own learning rate and no weight decay
+/// (`opt.set_lr_group(GATE_PARAM_GROUP, lr)`, `opt.set_weight_decay_group(GATE_PARAM_GROUP, 0.0)`).
+/// Model weights stay in group 0.
+pub const GATE_PARAM_GROUP: usize = 1;
+
 /// Learnable gates of every block, stored as VarStore variables `attn.{l}`, `mlp.{l}` and
-/// `token.{l}` under the path given to [`SoftGates::new`] (conventionally `gates`).
+/// `token.{l}` under the path given to [`SoftGates::new`] (conventionally `gates`), in
+/// parameter group [`GATE_PARAM_GROUP`].
 #[derive(Debug)]
 pub struct SoftGates {
     attn: Vec<Tensor>,
@@ -82,6 +89,7 @@ impl SoftGates {
     /// Creates the gates of `cfg` at their initial values (attention and MLP 1, token
     /// scores [`TOKEN_SCORE_INIT`]) as trainable variables under `p`.
     pub fn new(p: &nn::Path, cfg: &ModelConfig) -> Self {
+        let p = &p.set_group(GATE_PARAM_GROUP);
         let (h, dh, m, n) = (
             cfg.heads as i64,
             cfg.head_dim() as i64,

@@ -9,7 +9,7 @@
 //! differ slightly), and the labels through exact corner-aligned nearest sampling
 //! (`round(i (in-1)/(out-1))`), which is what order 0 computes.
 
-use ndarray::{Array3, ArrayView3};
+use ndarray::{Array2, Array3, ArrayView2, ArrayView3};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
@@ -46,12 +46,69 @@ pub fn resize_nearest_labels(labels: &Tensor, out_h: usize, out_w: usize) -> Ten
 
 /// Predicts a label volume `[D, H, W]` from an intensity volume `[D, H, W]` (already
 /// normalised the way the model was trained), `batch_size` slices at a time, in eval
-/// mode without gradients. Labels are class indices `0..num_classes`.
+/// mode without gradients. Slices are resized with [`resize_bicubic`]. Labels are class
+/// indices `0..num_classes`.
 pub fn predict_volume(
     model: &TransUnet,
     volume: ArrayView3<'_, f32>,
     batch_size: usize,
 ) -> Result<Array3<u8>> {
+    let (_, h, w) = volume.dim();
+    let size = model.config().img_size;
+    predict_batches(model, volume, batch_size, |chunk| {
+        let n = chunk.dim().0;
+        let data: Vec<f32> = chunk.iter().copied().collect();
+        let xs = Tensor::from_slice(&data)
+            .view([n as i64, 1, h as i64, w as i64])
+            .to_device(model.device());
+        Ok(resize_bicubic(&xs, size))
+    })
+}
+
+/// As [`predict_volume`], with the slice resize supplied by the caller: `resize(slice,
+/// size)` must return the `size x size` image (`size = img_size`), e.g. the data
+/// pipeline's own cubic resize so that test slices are resized exactly as training slices
+/// were. Predictions are resized back with corner-aligned nearest sampling.
+pub fn predict_volume_with<F>(
+    model: &TransUnet,
+    volume: ArrayView3<'_, f32>,
+    batch_size: usize,
+    resize: F,
+) -> Result<Array3<u8>>
+where
+    F: Fn(ArrayView2<'_, f32>, usize) -> Array2<f32>,
+{
+    let size = model.config().img_size;
+    predict_batches(model, volume, batch_size, |chunk| {
+        let n = chunk.dim().0;
+        let mut data = Vec::with_capacity(n * size * size);
+        for slice in chunk.outer_iter() {
+            let r = resize(slice, size);
+            if r.dim() != (size, size) {
+                return Err(Error::Input(format!(
+                    "resize returned {:?}, expected ({size}, {size})",
+                    r.dim()
+                )));
+            }
+            data.extend(r.iter().copied());
+        }
+        Ok(Tensor::from_slice(&data)
+            .view([n as i64, 1, size as i64, size as i64])
+            .to_device(model.device()))
+    })
+}
+
+/// Runs `model` on batches made by `make_batch(chunk of slices) -> [n, 1, S, S]` and
+/// writes the argmax, resized back to `H x W`, into the label volume.
+fn predict_batches<F>(
+    model: &TransUnet,
+    volume: ArrayView3<'_, f32>,
+    batch_size: usize,
+    mut make_batch: F,
+) -> Result<Array3<u8>>
+where
+    F: FnMut(ArrayView3<'_, f32>) -> Result<Tensor>,
+{
     let (d, h, w) = volume.dim();
     if h == 0 || w == 0 {
         return Err(Error::Input(format!(
@@ -67,19 +124,12 @@ pub fn predict_volume(
             "{classes} classes do not fit u8 labels"
         )));
     }
-    let size = model.config().img_size;
-    let device = model.device();
     let mut out = Array3::<u8>::zeros((d, h, w));
     let _guard = tch::no_grad_guard();
     let mut start = 0;
     while start < d {
         let n = batch_size.min(d - start);
-        let chunk = volume.slice(ndarray::s![start..start + n, .., ..]);
-        let data: Vec<f32> = chunk.iter().copied().collect();
-        let xs = Tensor::from_slice(&data)
-            .view([n as i64, 1, h as i64, w as i64])
-            .to_device(device);
-        let xs = resize_bicubic(&xs, size);
+        let xs = make_batch(volume.slice(ndarray::s![start..start + n, .., ..]))?;
         let logits = model.forward_t(&xs, false)?.logits;
         let pred = logits.argmax(1, false);
         let pred = resize_nearest_labels(&pred, h, w)

@@ -29,5 +29,5 @@ pub mod weights;
 pub use arch::{FullDims, LayerArch, SubnetArch};
 pub use config::{ModelConfig, PixelHead};
 pub use error::{Error, Result};
-pub use gates::{GateMode, GateValues, SoftGates};
+pub use gates::{GATE_PARAM_GROUP, GateMode, GateValues, SoftGates};
 pub use transunet::{ModelOutput, TransUnet};

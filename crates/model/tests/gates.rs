@@ -4,7 +4,10 @@ mod common;
 
 use common::{input, max_diff, perturb, random_arch, slice_into};
 use rand::SeedableRng;
-use slimseg_model::{GateMode, LayerArch, ModelConfig, PixelHead, SubnetArch, TransUnet};
+use slimseg_model::{
+    GATE_PARAM_GROUP, GateMode, LayerArch, ModelConfig, PixelHead, SubnetArch, TransUnet,
+};
+use tch::nn::OptimizerConfig;
 use tch::{Device, Kind, Tensor, nn};
 
 fn tiny(pixel: PixelHead) -> (ModelConfig, nn::VarStore, TransUnet) {
@@ -280,4 +283,35 @@ fn gate_values_and_l1_at_init() {
     assert!((gates.l1_token().double_value(&[]) - tok).abs() < 1e-3);
     assert!(vs.variables().keys().any(|k| k == "gates.attn.0"));
     assert!(vs.variables().keys().any(|k| k == "gates.token.3"));
+}
+
+#[test]
+fn gates_live_in_their_own_parameter_group() {
+    let (cfg, vs, mut model) = tiny(PixelHead::None);
+    model.attach_soft_gates(&(vs.root() / "gates")).unwrap();
+    model.set_gate_mode(GateMode::Soft).unwrap();
+    let mut opt = nn::Sgd::default().build(&vs, 0.1).unwrap();
+    opt.set_lr_group(GATE_PARAM_GROUP, 0.0);
+    let before_gates: Vec<Tensor> = model
+        .soft_gates()
+        .unwrap()
+        .variables()
+        .iter()
+        .map(|t| t.detach().copy())
+        .collect();
+    let w = vs.variables()["segmentation_head.0.weight"].detach().copy();
+    let loss = model
+        .forward_t(&input(&cfg, 2, 18), true)
+        .unwrap()
+        .logits
+        .square()
+        .mean(Kind::Float);
+    opt.backward_step(&loss);
+    for (b, a) in before_gates
+        .iter()
+        .zip(model.soft_gates().unwrap().variables())
+    {
+        assert_eq!(max_diff(b, &a), 0.0, "a gate moved with learning rate 0");
+    }
+    assert!(max_diff(&w, &vs.variables()["segmentation_head.0.weight"]) > 0.0);
 }

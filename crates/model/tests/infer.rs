@@ -1,6 +1,6 @@
 //! Volume inference (TransUNet test protocol).
 use ndarray::Array3;
-use slimseg_model::infer::{predict_volume, resize_nearest_labels};
+use slimseg_model::infer::{predict_volume, predict_volume_with, resize_nearest_labels};
 use slimseg_model::{ModelConfig, TransUnet};
 use tch::{Device, Kind, Tensor, nn};
 
@@ -69,4 +69,38 @@ fn rejects_bad_inputs() {
             .dim(),
         (0, 4, 4)
     );
+}
+
+#[test]
+fn caller_supplied_resize_is_used() {
+    tch::manual_seed(5);
+    let cfg = ModelConfig::tiny();
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = TransUnet::new(&vs.root(), &cfg).unwrap();
+    let vol = volume(3, 48, 40);
+    // Nearest-neighbour upsampling by hand; predictions come back at 48x40.
+    let nearest = |s: ndarray::ArrayView2<'_, f32>, size: usize| {
+        let (h, w) = s.dim();
+        ndarray::Array2::from_shape_fn((size, size), |(y, x)| s[[y * h / size, x * w / size]])
+    };
+    let a = predict_volume_with(&model, vol.view(), 2, nearest).unwrap();
+    assert_eq!(a.dim(), (3, 48, 40));
+    // Same as running the model on the hand-resized slices.
+    let mut data = Vec::new();
+    for s in vol.outer_iter() {
+        data.extend(nearest(s, 96).iter().copied());
+    }
+    let xs = Tensor::from_slice(&data).view([3, 1, 96, 96]);
+    let pred = tch::no_grad(|| model.forward_t(&xs, false))
+        .unwrap()
+        .logits
+        .argmax(1, false);
+    let back = resize_nearest_labels(&pred, 48, 40).to_kind(Kind::Uint8);
+    assert_eq!(
+        a.as_slice().unwrap(),
+        Vec::<u8>::try_from(&back.view(-1)).unwrap().as_slice()
+    );
+    // A resize of the wrong size is an error.
+    let bad = |_: ndarray::ArrayView2<'_, f32>, _: usize| ndarray::Array2::<f32>::zeros((3, 3));
+    assert!(predict_volume_with(&model, vol.view(), 2, bad).is_err());
 }
