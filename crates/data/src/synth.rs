@@ -416,8 +416,9 @@ impl<'a> Scene<'a> {
             wall: rng.gen_range(0.3..0.42),
             fat: rng.gen_range(0.7..0.85),
         };
-        let muscle = rng.gen_range(0.28..0.4);
-        let liver = rng.gen_range(0.38..0.5);
+        // Skeletal muscle and liver close to the myocardium's intensity, as in cine SSFP.
+        let muscle = tissue.myo * rng.gen_range(0.92..1.12);
+        let liver = tissue.myo * rng.gen_range(1.05..1.3);
         let lung = rng.gen_range(0.03..0.08);
         let subq_fat = rng.gen_range(0.75..0.9);
         let aorta_blood = rng.gen_range(0.8..0.95);
