@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use ndarray::Array2;
 use slimseg_data::direction::direction_field;
-use slimseg_data::pipeline::{Augmentation, resize_cubic, resize_nearest};
+use slimseg_data::pipeline::{
+    Augmentation, resize_cubic, resize_nearest, rot90_flip, rot90_flip_view, rotation_source_map,
+};
 
 fn time<T>(name: &str, n: usize, mut f: impl FnMut() -> T) {
     // STAGE=<substring> runs only the matching stages (for `perf stat`).
@@ -56,6 +58,18 @@ fn main() {
     });
     time("rot90flip f32", n, || {
         Augmentation::Rot90Flip { k: 1, axis: 1 }.apply(img.view())
+    });
+    time("rot90(1)+flip view -> resize_cubic", n, || {
+        resize_cubic(rot90_flip_view(img.view(), 1, 0), 224, 224)
+    });
+    time("rot90(1)+flip copy -> resize_cubic", n, || {
+        resize_cubic(rot90_flip(img.view(), 1, 0).view(), 224, 224)
+    });
+    time("rot90(1)+flip view -> resize_nearest u8", n, || {
+        resize_nearest(rot90_flip_view(lab.view(), 1, 0), 224, 224)
+    });
+    time("rotation_source_map 215x208", n, || {
+        rotation_source_map(215, 208, 13.0)
     });
     time("identity f32", n, || {
         Augmentation::Identity.apply(img.view())
