@@ -10,15 +10,21 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use slimseg_model::{ModelConfig, TransUnet};
 use tch::{Device, Kind, Tensor, nn};
 
-fn bench_forward(c: &mut Criterion, name: &str, cfg: ModelConfig, batch: i64) {
+fn bench_forward(c: &mut Criterion, name: &str, cfg: ModelConfig, batch: i64, device: Device) {
     tch::manual_seed(0);
-    let vs = nn::VarStore::new(Device::Cpu);
+    let vs = nn::VarStore::new(device);
     let model = TransUnet::new(&vs.root(), &cfg).expect("valid preset");
     let s = cfg.img_size as i64;
-    let x = Tensor::randn([batch, 1, s, s], (Kind::Float, Device::Cpu));
+    let x = Tensor::randn([batch, 1, s, s], (Kind::Float, device));
     let _guard = tch::no_grad_guard();
     c.bench_function(name, |b| {
-        b.iter(|| model.forward_t(&x, false).expect("forward").logits)
+        b.iter(|| {
+            let logits = model.forward_t(&x, false).expect("forward").logits;
+            if let Device::Cuda(i) = device {
+                tch::Cuda::synchronize(i as i64);
+            }
+            logits
+        })
     });
 }
 

@@ -105,4 +105,9 @@ impl SegmentationHead {
     pub fn forward(&self, xs: &Tensor) -> Tensor {
         self.conv.forward(xs)
     }
+
+    /// The head's weight, whose kind and device are the model's.
+    pub fn weight(&self) -> &Tensor {
+        &self.conv.weight
+    }
 }

@@ -10,7 +10,7 @@
 //! `decoder.blocks.{i}.conv{1,2}.{0,1}.*`, `segmentation_head.0.*`. The pixel module adds
 //! `pixel_head.*`, soft gates live under `gates.*` (see [`SoftGates`]).
 
-use tch::{Device, Tensor, nn};
+use tch::{Device, Kind, Tensor, nn};
 
 use crate::arch::SubnetArch;
 use crate::config::{ModelConfig, PixelHead};
@@ -37,7 +37,6 @@ pub struct ModelOutput {
 pub struct TransUnet {
     cfg: ModelConfig,
     arch: Option<SubnetArch>,
-    device: Device,
     transformer: Transformer,
     decoder: DecoderCup,
     segmentation_head: SegmentationHead,
@@ -76,7 +75,6 @@ impl TransUnet {
                 .then(|| DirectionFieldHead::new(&(p / "pixel_head"), cfg)),
             cfg: cfg.clone(),
             arch,
-            device: p.device(),
             soft_gates: None,
             hard_masks: None,
             mode: GateMode::Off,
@@ -93,9 +91,14 @@ impl TransUnet {
         self.arch.as_ref()
     }
 
-    /// Device of the model's variables.
+    /// Device of the model's variables (follows `VarStore::set_device`).
     pub fn device(&self) -> Device {
-        self.device
+        self.segmentation_head.weight().device()
+    }
+
+    /// Floating-point kind of the model's variables (follows `VarStore::double()` etc.).
+    pub fn kind(&self) -> Kind {
+        self.segmentation_head.weight().kind()
     }
 
     /// Creates the learnable gates under `p` (conventionally `vs.root() / "gates"`) at
@@ -146,14 +149,15 @@ impl TransUnet {
             )));
         }
         self.hard_masks = match &mode {
-            GateMode::Hard { arch, .. } => Some(HardMasks::new(arch, &self.cfg, self.device)?),
+            GateMode::Hard { arch, .. } => Some(HardMasks::new(arch, &self.cfg, self.device())?),
             _ => None,
         };
         self.mode = mode;
         Ok(())
     }
 
-    /// Runs the model. A 1-channel input is repeated to 3 channels.
+    /// Runs the model. A 1-channel input is repeated to 3 channels; the input is moved to
+    /// the model's device and kind if needed.
     ///
     /// # Shapes
     /// `[B, 1 | 3, S, S]` with `S = img_size` -> logits `[B, num_classes, S, S]`,
@@ -168,10 +172,11 @@ impl TransUnet {
                 found: size,
             });
         }
+        let xs = xs.to_device(self.device()).to_kind(self.kind());
         let xs = if size[1] == 1 {
             xs.repeat([1, 3, 1, 1])
         } else {
-            xs.shallow_clone()
+            xs
         };
         let (hidden, skips) = self.transformer.forward_t(
             &xs,

@@ -216,9 +216,11 @@ impl Block {
             None => self.forward_tokens(xs, gates, train),
             Some(idx) if idx.numel() == 0 => xs.shallow_clone(),
             Some(idx) => {
-                let kept = xs.index_select(1, idx);
+                // The index was made on the build device; follow a moved VarStore.
+                let idx = idx.to_device(xs.device());
+                let kept = xs.index_select(1, &idx);
                 let y = self.forward_tokens(&kept, gates, train);
-                xs.index_copy(1, idx, &y)
+                xs.index_copy(1, &idx, &y)
             }
         }
     }

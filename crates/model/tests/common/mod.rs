@@ -54,8 +54,8 @@ pub fn slice_into(full: &nn::VarStore, reduced: &nn::VarStore, arch: &SubnetArch
         let value = if let Some(rest) = name.strip_prefix("transformer.encoder.layer.") {
             let (l, rest) = rest.split_once('.').unwrap();
             let la = &arch.layers[l.parse::<usize>().unwrap()];
-            let attn = idx(&la.attn_flat_indices(arch.full.head_dim));
-            let units = idx(&la.mlp_units);
+            let attn = idx(&la.attn_flat_indices(arch.full.head_dim)).to_device(s.device());
+            let units = idx(&la.mlp_units).to_device(s.device());
             match rest {
                 "attn.query.weight" | "attn.key.weight" | "attn.value.weight"
                 | "attn.query.bias" | "attn.key.bias" | "attn.value.bias" => {
