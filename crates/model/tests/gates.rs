@@ -83,42 +83,52 @@ fn hard_with_everything_kept_equals_off() {
     assert!(max_diff(&off, &hard) < 1e-5);
 }
 
+fn check_hard_equals_reduced(
+    cfg: &ModelConfig,
+    vs: &nn::VarStore,
+    model: &mut TransUnet,
+    arch: &SubnetArch,
+    x: &Tensor,
+) {
+    let rvs = nn::VarStore::new(Device::Cpu);
+    let reduced = TransUnet::new_reduced(&rvs.root(), cfg, arch).unwrap();
+    slice_into(vs, &rvs, arch);
+    model
+        .set_gate_mode(GateMode::Hard {
+            arch: arch.clone(),
+            scale_by_soft: false,
+        })
+        .unwrap();
+    let hard = model.forward_t(x, true).unwrap();
+    let red = reduced.forward_t(x, true).unwrap();
+    let d = max_diff(&hard.logits, &red.logits);
+    assert!(d < 1e-4, "hard vs reduced: {d}");
+    assert!(
+        max_diff(
+            hard.direction_field.as_ref().unwrap(),
+            red.direction_field.as_ref().unwrap()
+        ) < 1e-4
+    );
+    // And the pruning changes the output, so the comparison is not vacuous.
+    model.set_gate_mode(GateMode::Off).unwrap();
+    let off = model.forward_t(x, true).unwrap().logits;
+    assert!(max_diff(&off, &red.logits) > 1e-3);
+}
+
 #[test]
 fn hard_masks_equal_the_physically_reduced_model() {
     let (cfg, vs, mut model) = tiny(PixelHead::DirectionField);
     let x = input(&cfg, 2, 13);
-    let mut archs = vec![pruned_arch(&cfg)];
-    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
-    archs.push(random_arch(&cfg, &mut rng));
-    for arch in archs {
-        let rvs = nn::VarStore::new(Device::Cpu);
-        let reduced = TransUnet::new_reduced(&rvs.root(), &cfg, &arch).unwrap();
-        slice_into(&vs, &rvs, &arch);
-        model
-            .set_gate_mode(GateMode::Hard {
-                arch: arch.clone(),
-                scale_by_soft: false,
-            })
-            .unwrap();
-        let hard = model.forward_t(&x, true).unwrap();
-        let red = reduced.forward_t(&x, true).unwrap();
-        let d = max_diff(&hard.logits, &red.logits);
-        assert!(d < 1e-4, "hard vs reduced: {d}");
-        assert!(
-            max_diff(
-                hard.direction_field.as_ref().unwrap(),
-                red.direction_field.as_ref().unwrap()
-            ) < 1e-4
-        );
-        // And the pruning changes the output, so the comparison is not vacuous.
-        model.set_gate_mode(GateMode::Off).unwrap();
-        let off = model.forward_t(&x, true).unwrap().logits;
-        let changed = max_diff(&off, &red.logits);
-        eprintln!(
-            "off vs reduced {changed}, logits scale {}",
-            red.logits.abs().max().double_value(&[])
-        );
-        assert!(changed > 1e-3);
+    check_hard_equals_reduced(&cfg, &vs, &mut model, &pruned_arch(&cfg), &x);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 4, ..Default::default() })]
+    #[test]
+    fn slicing_equals_masking_for_random_archs(seed in proptest::prelude::any::<u64>()) {
+        let (cfg, vs, mut model) = tiny(PixelHead::DirectionField);
+        let arch = random_arch(&cfg, &mut rand::rngs::StdRng::seed_from_u64(seed));
+        check_hard_equals_reduced(&cfg, &vs, &mut model, &arch, &input(&cfg, 2, 19));
     }
 }
 
