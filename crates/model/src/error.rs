@@ -74,6 +74,14 @@ pub enum Error {
         /// Parser message.
         reason: String,
     },
+    /// A weights file could not be parsed (not a zip/npz/safetensors file, bad header).
+    #[error("{path}: {reason}")]
+    Format {
+        /// File concerned.
+        path: PathBuf,
+        /// What the reader reported.
+        reason: String,
+    },
     /// An input tensor or array has the wrong shape or values.
     #[error("invalid input: {0}")]
     Input(String),

@@ -79,14 +79,34 @@ pub fn save_safetensors(vs: &VarStore, path: impl AsRef<Path>) -> Result<()> {
     write_atomic(path, |tmp| Ok(Tensor::write_safetensors(&named, tmp)?))
 }
 
+fn not_found(path: &Path) -> Error {
+    Error::io(
+        path,
+        std::io::Error::new(std::io::ErrorKind::NotFound, "file not found"),
+    )
+}
+
 fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
     if !path.exists() {
-        return Err(Error::io(
-            path,
-            std::io::Error::new(std::io::ErrorKind::NotFound, "file not found"),
-        ));
+        return Err(not_found(path));
     }
-    Ok(Tensor::read_safetensors(path)?)
+    Tensor::read_safetensors(path).map_err(|e| Error::Format {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+/// Reads every array of an `.npz` file (as written by `numpy.savez`, zip64 entries
+/// included) as `(key without .npy, tensor)` pairs, in file order.
+pub fn read_npz(path: impl AsRef<Path>) -> Result<Vec<(String, Tensor)>> {
+    let path = path.as_ref();
+    if !path.exists() {
+        return Err(not_found(path));
+    }
+    Tensor::read_npz(path).map_err(|e| Error::Format {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
 }
 
 /// Loads a safetensors file into `vs`, strictly: the file must hold exactly the
@@ -262,13 +282,7 @@ pub fn import_vit_npz(
 ) -> Result<ImportReport> {
     let path = path.as_ref();
     cfg.validate()?;
-    if !path.exists() {
-        return Err(Error::io(
-            path,
-            std::io::Error::new(std::io::ErrorKind::NotFound, "file not found"),
-        ));
-    }
-    let file: HashMap<String, Tensor> = Tensor::read_npz(path)?.into_iter().collect();
+    let file: HashMap<String, Tensor> = read_npz(path)?.into_iter().collect();
     let vars = vs.variables();
     let mut used = BTreeSet::new();
     let mut report = ImportReport::default();

@@ -3,8 +3,8 @@ mod common;
 
 use common::{input, max_diff, perturb};
 use slimseg_model::weights::{
-    import_vit_npz, load_official_state_dict, load_safetensors, resize_position_embeddings,
-    save_safetensors,
+    import_vit_npz, load_official_state_dict, load_safetensors, read_npz,
+    resize_position_embeddings, save_safetensors,
 };
 use slimseg_model::{Error, ModelConfig, SubnetArch, TransUnet};
 use tch::{Device, Kind, Tensor, nn};
@@ -377,4 +377,35 @@ fn position_embedding_resize_cases() {
         0.0
     );
     assert!(resize_position_embeddings(&with_cls, 50).is_err());
+}
+
+#[test]
+fn reads_numpy_savez_zip64_layout() {
+    // tests/data/numpy_savez.npz is written by tests/data/make_numpy_npz.py exactly as
+    // numpy.savez writes (stored entries forced to zip64), with the slash key scheme.
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/numpy_savez.npz");
+    let entries: std::collections::HashMap<String, Tensor> =
+        read_npz(&path).unwrap().into_iter().collect();
+    assert_eq!(entries.len(), 3);
+    let k = &entries["embedding/kernel"];
+    assert_eq!(k.size(), vec![1, 1, 2, 3]);
+    assert_eq!(
+        Vec::<f32>::try_from(&k.reshape([-1])).unwrap(),
+        vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    );
+    let b = &entries["Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/bias"];
+    assert_eq!(b.size(), vec![2, 2]);
+    assert_eq!(
+        Vec::<f32>::try_from(&b.reshape([-1])).unwrap(),
+        vec![0.5, -1.0, 2.0, 3.5]
+    );
+    let s = &entries["gn_root/scale"];
+    assert_eq!(s.kind(), Kind::Double);
+    assert_eq!(Vec::<f64>::try_from(s).unwrap(), vec![1.0, 2.0, 3.0]);
+    // Not an npz: an error naming the file.
+    let dir = TempDir::new("notnpz");
+    let bogus = dir.0.join("bogus.npz");
+    std::fs::write(&bogus, b"not a zip").unwrap();
+    let err = read_npz(&bogus).unwrap_err().to_string();
+    assert!(err.contains("bogus.npz"), "{err}");
 }
