@@ -9,7 +9,9 @@
 //!   the index counts, tokens are gathered by index.
 //!
 //! It is serde data meant to be written as TOML (one `[[layers]]` table per block), so the
-//! search stage can emit it and the compress stage and later runs can read it.
+//! search stage can emit it and the compress stage and later runs can read it. Index lists
+//! are written as compact range strings (`"0-63"`, `"0-7,9,12-15"`, `""` for none; see
+//! [`format_indices`]); plain integer arrays are accepted when reading.
 
 use std::path::Path;
 
@@ -38,11 +40,14 @@ pub struct FullDims {
 pub struct LayerArch {
     /// For each head `h` (all `heads` of them, in order), the kept dimension indices
     /// within that head, in `0..head_dim`. An empty list removes the head.
+    #[serde(with = "index_ranges::nested")]
     pub head_dims: Vec<Vec<usize>>,
     /// Kept MLP hidden units, in `0..mlp_dim`. Empty removes the MLP (its output bias stays).
+    #[serde(with = "index_ranges")]
     pub mlp_units: Vec<usize>,
     /// Kept tokens, in `0..num_tokens` (row-major grid order). A token not kept passes
     /// through the block unchanged and is not attended to.
+    #[serde(with = "index_ranges")]
     pub tokens: Vec<usize>,
 }
 
@@ -213,5 +218,98 @@ impl SubnetArch {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })
+    }
+}
+
+/// Formats ascending indices compactly: runs of three or more as `a-b`, others singly,
+/// comma-separated (`[0, 1, 2, 3, 5, 7, 8]` -> `"0-3,5,7,8"`; empty -> `""`).
+pub fn format_indices(idx: &[usize]) -> String {
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && idx[j + 1] == idx[j] + 1 {
+            j += 1;
+        }
+        if j - i >= 2 {
+            parts.push(format!("{}-{}", idx[i], idx[j]));
+        } else {
+            parts.extend(idx[i..=j].iter().map(usize::to_string));
+        }
+        i = j + 1;
+    }
+    parts.join(",")
+}
+
+/// Parses what [`format_indices`] writes (`"0-3,5"`; spaces allowed). Order is kept as
+/// written; [`SubnetArch::check`] enforces ascending indices.
+pub fn parse_indices(s: &str) -> std::result::Result<Vec<usize>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let num = |t: &str| {
+            t.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("bad index `{t}` in `{s}`"))
+        };
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (num(a)?, num(b)?);
+                if a > b {
+                    return Err(format!("descending range `{part}` in `{s}`"));
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(num(part)?),
+        }
+    }
+    Ok(out)
+}
+
+/// Serde adapter: index lists as range strings, integer arrays also accepted on input.
+mod index_ranges {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Text(String),
+        List(Vec<usize>),
+    }
+
+    impl Repr {
+        fn into_indices<E: serde::de::Error>(self) -> Result<Vec<usize>, E> {
+            match self {
+                Repr::Text(t) => super::parse_indices(&t).map_err(E::custom),
+                Repr::List(v) => Ok(v),
+            }
+        }
+    }
+
+    pub fn serialize<S: Serializer>(v: &[usize], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format_indices(v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<usize>, D::Error> {
+        Repr::deserialize(d)?.into_indices()
+    }
+
+    pub mod nested {
+        use serde::ser::SerializeSeq;
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(v: &[Vec<usize>], s: S) -> Result<S::Ok, S::Error> {
+            let mut seq = s.serialize_seq(Some(v.len()))?;
+            for inner in v {
+                seq.serialize_element(&super::super::format_indices(inner))?;
+            }
+            seq.end()
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<usize>>, D::Error> {
+            Vec::<super::Repr>::deserialize(d)?
+                .into_iter()
+                .map(super::Repr::into_indices)
+                .collect()
+        }
     }
 }

@@ -26,7 +26,7 @@ pub mod transunet;
 mod vit;
 pub mod weights;
 
-pub use arch::{FullDims, LayerArch, SubnetArch};
+pub use arch::{FullDims, LayerArch, SubnetArch, format_indices, parse_indices};
 pub use config::{ModelConfig, PixelHead};
 pub use error::{Error, Result};
 pub use gates::{GATE_PARAM_GROUP, GateMode, GateValues, SoftGates};

@@ -3,7 +3,7 @@ mod common;
 
 use proptest::prelude::*;
 use rand::SeedableRng;
-use slimseg_model::{LayerArch, ModelConfig, PixelHead, SubnetArch};
+use slimseg_model::{LayerArch, ModelConfig, PixelHead, SubnetArch, format_indices, parse_indices};
 
 fn repo_file(rel: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -164,4 +164,43 @@ fn arch_file_roundtrip() {
     let err = SubnetArch::load_toml(&path).unwrap_err().to_string();
     assert!(err.contains("arch.toml"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn index_lists_are_written_as_ranges_and_read_from_either_form() {
+    assert_eq!(format_indices(&[0, 1, 2, 3, 5, 7, 8]), "0-3,5,7,8");
+    assert_eq!(format_indices(&[]), "");
+    assert_eq!(
+        parse_indices(" 0-3, 5,7,8 ").unwrap(),
+        vec![0, 1, 2, 3, 5, 7, 8]
+    );
+    assert!(parse_indices("4-2").is_err() && parse_indices("1,x").is_err());
+    let cfg = ModelConfig::tiny();
+    let mut arch = SubnetArch::full(&cfg);
+    arch.layers[0].head_dims[1] = vec![0, 2, 3, 4];
+    arch.layers[1].tokens.clear();
+    let s = arch.to_toml_string().unwrap();
+    assert!(
+        s.contains(r#"head_dims = ["0-15", "0,2-4", "0-15", "0-15"]"#),
+        "{s}"
+    );
+    assert!(
+        s.contains(r#"tokens = """#) && s.contains(r#"mlp_units = "0-127""#),
+        "{s}"
+    );
+    assert_eq!(SubnetArch::from_toml_str(&s).unwrap(), arch);
+    // Integer arrays are accepted too.
+    let arrays = s.replacen(
+        r#"mlp_units = "0-127""#,
+        &format!("mlp_units = {:?}", (0..128).collect::<Vec<_>>()),
+        1,
+    );
+    assert_eq!(SubnetArch::from_toml_str(&arrays).unwrap(), arch);
+    let bad = s.replacen(r#"mlp_units = "0-127""#, r#"mlp_units = "0-x""#, 1);
+    assert!(
+        SubnetArch::from_toml_str(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("0-x")
+    );
 }
