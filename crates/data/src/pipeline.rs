@@ -506,8 +506,9 @@ pub fn rot90_flip_view<T>(img: ArrayView2<'_, T>, k: u8, axis: u8) -> ArrayView2
     }
 }
 
-/// Rotation about the centre `((h-1)/2, (w-1)/2)` by `degrees`, nearest neighbour, zero
-/// (default) outside; zero degrees is the identity.
+/// Rotation about the centre `((h-1)/2, (w-1)/2)` by `degrees` (same sense as
+/// `scipy.ndimage.rotate`), nearest neighbour, zero (default) outside; zero degrees is
+/// the identity.
 pub fn rotate_nearest<T: Copy + Default>(img: ArrayView2<'_, T>, degrees: f32) -> Array2<T> {
     let (h, w) = img.dim();
     let map = rotation_source_map(h, w, degrees);
@@ -518,7 +519,10 @@ pub fn rotate_nearest<T: Copy + Default>(img: ArrayView2<'_, T>, degrees: f32) -
 /// slice, the row-major index of its nearest source pixel (`u32::MAX` outside). Shared by
 /// image and labels so the coordinates are computed once per sample.
 pub fn rotation_source_map(h: usize, w: usize, degrees: f32) -> Vec<u32> {
-    let theta = (degrees as f64).to_radians();
+    // scipy.ndimage.rotate's convention: input = R (output - centre) + centre with
+    // R = [[c, s], [-s, c]] in (row, col) coordinates; here s is negated once so that the
+    // inverse map below reads as "rotate the offset by -theta".
+    let theta = -(degrees as f64).to_radians();
     let (s, c) = theta.sin_cos();
     let cy = (h as f64 - 1.0) / 2.0;
     let cx = (w as f64 - 1.0) / 2.0;
@@ -526,7 +530,10 @@ pub fn rotation_source_map(h: usize, w: usize, degrees: f32) -> Vec<u32> {
     // arithmetic shift is an exact floor. At 0 degrees every step is an exact integer,
     // so the map is the identity.
     const ONE: f64 = 4_294_967_296.0;
-    let (hi, wi) = (h as i64, w as i64);
+    const HALF: i64 = 1 << 31;
+    let wi = w as i64;
+    // Largest admissible coordinate n - 1, plus the 0.5 rounding offset.
+    let (max_y, max_x) = ((2 * h as i64 - 1) * HALF, (2 * wi - 1) * HALF);
     let mut map = Vec::with_capacity(h * w);
     for y in 0..h {
         let dy = y as f64 - cy;
@@ -537,9 +544,11 @@ pub fn rotation_source_map(h: usize, w: usize, degrees: f32) -> Vec<u32> {
         let mut fx = (sx0 * ONE).round() as i64;
         let (step_y, step_x) = ((-s * ONE).round() as i64, (c * ONE).round() as i64);
         for _ in 0..w {
-            let (ry, rx) = (fy >> 32, fx >> 32);
-            map.push(if ry >= 0 && rx >= 0 && ry < hi && rx < wi {
-                (ry * wi + rx) as u32
+            // Like scipy's mode='constant', a source coordinate outside [0, n - 1] reads
+            // the fill value even when it would round to an edge pixel.
+            let inside = fy >= HALF && fy <= max_y && fx >= HALF && fx <= max_x;
+            map.push(if inside {
+                ((fy >> 32) * wi + (fx >> 32)) as u32
             } else {
                 u32::MAX
             });
