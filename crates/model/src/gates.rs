@@ -270,6 +270,7 @@ pub(crate) fn layer_gates(
     soft: Option<&SoftGates>,
     hard: Option<&HardMasks>,
     l: usize,
+    device: Device,
 ) -> Result<LayerGates> {
     match mode {
         GateMode::Off => Ok(LayerGates::default()),
@@ -284,18 +285,24 @@ pub(crate) fn layer_gates(
         }
         GateMode::Hard { scale_by_soft, .. } => {
             let h = hard.ok_or_else(|| Error::Gates("hard mode without masks".into()))?;
+            // Masks were made on the device of `set_gate_mode`; follow a moved VarStore.
+            let (ma, mm, mt) = (
+                h.attn[l].to_device(device),
+                h.mlp[l].to_device(device),
+                h.token[l].to_device(device),
+            );
             let (attn, mlp) = if *scale_by_soft {
                 let s = soft.ok_or_else(|| {
                     Error::Gates("hard mode with scale_by_soft needs attached soft gates".into())
                 })?;
-                (&h.attn[l] * s.attn(l), &h.mlp[l] * s.mlp(l))
+                (ma * s.attn(l), mm * s.mlp(l))
             } else {
-                (h.attn[l].shallow_clone(), h.mlp[l].shallow_clone())
+                (ma, mm)
             };
             Ok(LayerGates {
                 attn: Some(attn),
                 mlp: Some(mlp),
-                token: Some(h.token[l].shallow_clone()),
+                token: Some(mt),
             })
         }
     }

@@ -186,6 +186,7 @@ impl TransUnet {
                     self.soft_gates.as_ref(),
                     self.hard_masks.as_ref(),
                     l,
+                    self.device(),
                 )
             },
             train,
