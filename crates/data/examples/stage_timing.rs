@@ -1,14 +1,19 @@
-//! Times each stage of the 2D pipeline on one thread (diagnostics for the benches).
+//! Times each stage of the 2D pipeline (diagnostics for the benches): wall time and the
+//! process CPU time per call. `STAGE=<substring>` selects stages; `STAGE=make_batch` also
+//! times whole 24-slice batches on a small synthetic cohort.
 //!
 //! `cargo run --release -p slimseg-data --example stage_timing`
 
 use std::time::Instant;
 
 use ndarray::Array2;
+use slimseg_data::AcdcDataset;
 use slimseg_data::direction::direction_field;
 use slimseg_data::pipeline::{
-    Augmentation, resize_cubic, resize_nearest, rot90_flip, rot90_flip_view, rotation_source_map,
+    Augmentation, Normalization, PipelineConfig, SliceDataset, resize_cubic, resize_nearest,
+    rot90_flip, rot90_flip_view, rotation_source_map,
 };
+use slimseg_data::synth::{SynthConfig, generate};
 
 fn time<T>(name: &str, n: usize, mut f: impl FnMut() -> T) {
     // STAGE=<substring> runs only the matching stages (for `perf stat`).
@@ -16,13 +21,29 @@ fn time<T>(name: &str, n: usize, mut f: impl FnMut() -> T) {
         return;
     }
     let t = Instant::now();
+    let c = cpu_seconds();
     for _ in 0..n {
         std::hint::black_box(f());
     }
     println!(
-        "{name:40} {:8.1} us",
-        t.elapsed().as_secs_f64() * 1e6 / n as f64
+        "{name:40} {:8.1} us wall {:8.1} us cpu (all threads)",
+        t.elapsed().as_secs_f64() * 1e6 / n as f64,
+        (cpu_seconds() - c) * 1e6 / n as f64
     );
+}
+
+/// User + system CPU time of this process (all threads), from /proc/self/stat (Linux);
+/// 0 elsewhere. On a shared, loaded machine this is steadier than wall time.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
 }
 
 fn main() {
@@ -71,6 +92,29 @@ fn main() {
     time("rotation_source_map 215x208", n, || {
         rotation_source_map(215, 208, 13.0)
     });
+    if std::env::var("STAGE").is_ok_and(|s| "make_batch".contains(&s)) {
+        // 24-slice batches through augmentation + resize on a small default-size cohort.
+        let root = std::env::temp_dir().join(format!("slimseg-stage-{}", std::process::id()));
+        let cfg = SynthConfig {
+            training: 4,
+            testing: 0,
+            write_4d: false,
+            ..SynthConfig::default()
+        };
+        generate(&root, &cfg).expect("cohort");
+        let ds = AcdcDataset::open(&root).expect("open");
+        let frames = ds.load_labelled_frames(&ds.ids()).expect("frames");
+        let data = SliceDataset::from_frames(&frames, Normalization::MinMax).expect("slices");
+        let _ = std::fs::remove_dir_all(&root);
+        let pc = PipelineConfig::default();
+        let mut epoch = 0;
+        time("make_batch 24 augment+resize 224", 100, || {
+            epoch += 1;
+            let start = (epoch * 24) % (data.len() - 24);
+            let idx: Vec<usize> = (start..start + 24).collect();
+            data.make_batch(&idx, &pc, epoch as u64).expect("batch")
+        });
+    }
     time("identity f32", n, || {
         Augmentation::Identity.apply(img.view())
     });
