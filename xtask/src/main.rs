@@ -4,7 +4,9 @@
 //! `.cargo/config.toml`) so it never waits on the libtorch build. It shells out to cargo
 //! rather than linking the heavy crates. One module per task.
 
+mod cuda_check;
 mod download;
+mod reproduce;
 mod setup;
 mod test;
 
@@ -26,7 +28,15 @@ tasks:
   download [--acdc] [--weights] [--dir DIR]
         ACDC from its official server into DIR/acdc and the ImageNet-21k
         R50+ViT-B_16.npz into DIR/pretrained (DIR defaults to data/). Resumable; an
-        interrupted or failed download never leaves a tree that looks complete.";
+        interrupted or failed download never leaves a tree that looks complete.
+  reproduce [--config FILE] [--data PATH] [--run DIR] [-- SLIMSEG-ARGS...]
+        Setup, release build, then the whole pipeline (`slimseg reproduce`) with a
+        report: configs/tiny.toml on the synthetic cohort by default; --data (or a
+        downloaded data/acdc) for real ACDC; CUDA when present.
+  cuda-check
+        Build the release binary and pack what a CUDA machine with torch 2.11 needs into
+        .cuda-check/ (binary, configs, run.sh); there, `bash .cuda-check/run.sh OUT`
+        runs doctor, a bounded paper-preset training, compress and latency, as JSON.";
 
 fn main() {
     if let Err(err) = run() {
@@ -43,6 +53,8 @@ fn run() -> Result<()> {
         Some("setup") => setup::run(&setup::Options::parse(&rest)?).map(|_| ()),
         Some("test") => test::run(&rest),
         Some("download") => download::run(&download::Options::parse(&rest)?),
+        Some("reproduce") => reproduce::run(&reproduce::Options::parse(&rest)?),
+        Some("cuda-check") => cuda_check::run(&rest),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
             Ok(())
@@ -58,6 +70,13 @@ fn workspace_root() -> PathBuf {
         .parent()
         .expect("xtask lives one level below the workspace root")
         .to_path_buf()
+}
+
+/// Cargo's target directory (`$CARGO_TARGET_DIR` or `target/` in the workspace).
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
 }
 
 /// Runs `cargo` with `args` in the workspace root, failing with the command line on error.
