@@ -953,6 +953,26 @@ pub enum GzLevel {
     Default,
 }
 
+/// Streams header + voxels (little endian) into `sink` through a small buffer, so no
+/// second full-size copy of the volume is made.
+fn put_voxels<T: NiftiElement, W: Write>(
+    sink: &mut W,
+    header: &NiftiHeader,
+    voxels: impl Iterator<Item = T>,
+) -> std::io::Result<()> {
+    sink.write_all(&header.to_bytes())?;
+    sink.write_all(&[0u8; 4])?; // no extensions
+    let mut chunk = Vec::with_capacity(1 << 16);
+    for v in voxels {
+        v.put_le(&mut chunk);
+        if chunk.len() >= (1 << 16) - 8 {
+            sink.write_all(&chunk)?;
+            chunk.clear();
+        }
+    }
+    sink.write_all(&chunk)
+}
+
 fn encode<T: NiftiElement>(
     header: &NiftiHeader,
     voxels: impl Iterator<Item = T>,
@@ -960,27 +980,24 @@ fn encode<T: NiftiElement>(
     path: &Path,
     level: GzLevel,
 ) -> Result<()> {
-    let mut raw = Vec::with_capacity(352 + n * T::TYPE.size());
-    raw.extend_from_slice(&header.to_bytes());
-    raw.extend_from_slice(&[0u8; 4]); // no extensions
-    for v in voxels {
-        v.put_le(&mut raw);
-    }
     let gz = path
         .file_name()
         .map(|f| f.to_string_lossy().ends_with(".gz"))
         .unwrap_or(false);
+    let bytes = 352 + n * T::TYPE.size();
+    let io = |e| DataError::io(path, e);
     if gz {
         let lvl = match level {
             GzLevel::Fast => Compression::fast(),
             GzLevel::Default => Compression::default(),
         };
         // GzEncoder writes mtime 0, so the output is a pure function of the input.
-        let mut enc = GzEncoder::new(Vec::with_capacity(raw.len() / 2), lvl);
-        enc.write_all(&raw).map_err(|e| DataError::io(path, e))?;
-        let out = enc.finish().map_err(|e| DataError::io(path, e))?;
-        write_atomic(path, &out)
+        let mut enc = GzEncoder::new(Vec::with_capacity(bytes * 3 / 4), lvl);
+        put_voxels(&mut enc, header, voxels).map_err(io)?;
+        write_atomic(path, &enc.finish().map_err(io)?)
     } else {
+        let mut raw = Vec::with_capacity(bytes);
+        put_voxels(&mut raw, header, voxels).map_err(io)?;
         write_atomic(path, &raw)
     }
 }

@@ -314,6 +314,7 @@ impl SynthPatient {
         let [nx, ny, nz] = self.shape;
         let mut img = Array4::<i16>::zeros((frames.len(), nz, ny, nx));
         let mut lab = Array4::<u8>::zeros((frames.len(), nz, ny, nx));
+        let mut work = Vec::new();
         for (k, &f) in frames.iter().enumerate() {
             let t = self.phase_of_frame(f);
             for z in 0..nz {
@@ -325,6 +326,7 @@ impl SynthPatient {
                     f,
                     iv.as_slice_mut().expect("contiguous"),
                     lv.as_slice_mut().expect("contiguous"),
+                    &mut work,
                 );
             }
         }
@@ -588,7 +590,16 @@ impl<'a> Scene<'a> {
         }
     }
 
-    fn render_slice(&self, z: usize, t: f32, frame: u32, img: &mut [i16], lab: &mut [u8]) {
+    /// Renders slice `z` at phase `t` into `img` / `lab`; `val` is a reusable work buffer.
+    fn render_slice(
+        &self,
+        z: usize,
+        t: f32,
+        frame: u32,
+        img: &mut [i16],
+        lab: &mut [u8],
+        val: &mut Vec<f32>,
+    ) {
         let p = self.p;
         let sc = &self.slices[z];
         let tt = &self.tissue;
@@ -614,7 +625,8 @@ impl<'a> Scene<'a> {
             .collect();
 
         // Background everywhere, heart inside the ROI.
-        let mut val: Vec<f32> = sc.background.clone();
+        val.clear();
+        val.extend_from_slice(&sc.background);
         lab.fill(0);
         let (y0, y1, x0, x1) = sc.roi;
         let mut k = 0;
