@@ -348,6 +348,36 @@ pub fn resize_nearest<T: Copy + Default>(
     Array2::from_shape_vec((out_h, out_w), out).expect("out_h * out_w values")
 }
 
+/// Nearest resize of labels to `[s, s]` written as i64 into a batch slot, optionally
+/// through a rotation source map (as from [`rotation_source_map`] of the same grid), in
+/// one pass: equal to `resize_nearest(gather_map(labels, map), s, s)`.
+fn nearest_labels_into(labels: ArrayView2<'_, u8>, map: Option<&[u32]>, s: usize, out: &mut [i64]) {
+    let (h, w) = labels.dim();
+    let near = |o: usize, n_in: usize| {
+        (source_coord(o, n_in, s) + 0.5)
+            .floor()
+            .min((n_in.max(1) - 1) as f64) as usize
+    };
+    let xs: Vec<usize> = (0..s).map(|o| near(o, w)).collect();
+    let std = labels.as_standard_layout();
+    let flat = std.as_slice().expect("standard layout");
+    for (oy, row) in out.chunks_exact_mut(s).enumerate() {
+        let base = near(oy, h) * w;
+        match map {
+            None => {
+                for (o, &x) in row.iter_mut().zip(&xs) {
+                    *o = flat[base + x] as i64;
+                }
+            }
+            Some(m) => {
+                for (o, &x) in row.iter_mut().zip(&xs) {
+                    *o = flat.get(m[base + x] as usize).map_or(0, |&v| v as i64);
+                }
+            }
+        }
+    }
+}
+
 /// One geometric augmentation of a slice.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum Augmentation {
@@ -847,26 +877,20 @@ impl SliceDataset {
             Augmentation::Identity
         };
         let s = cfg.size;
-        let put_labels = |lab: ArrayView2<'_, u8>, out: &mut [i64]| {
-            let r = resize_nearest(lab, s, s);
-            for (o, &l) in out.iter_mut().zip(r.iter()) {
-                *o = l as i64;
-            }
-        };
         match aug {
             Augmentation::Identity => {
                 resize_cubic_into(sl.image.view(), s, s, img_out);
-                put_labels(sl.labels.view(), lab_out);
+                nearest_labels_into(sl.labels.view(), None, s, lab_out);
             }
             Augmentation::Rotate { degrees } => {
                 let (h, w) = sl.image.dim();
                 let map = rotation_source_map(h, w, degrees);
                 resize_cubic_into(gather_map(sl.image.view(), &map).view(), s, s, img_out);
-                put_labels(gather_map(sl.labels.view(), &map).view(), lab_out);
+                nearest_labels_into(sl.labels.view(), Some(&map), s, lab_out);
             }
             Augmentation::Rot90Flip { k, axis } => {
                 resize_cubic_into(rot90_flip_view(sl.image.view(), k, axis), s, s, img_out);
-                put_labels(rot90_flip_view(sl.labels.view(), k, axis), lab_out);
+                nearest_labels_into(rot90_flip_view(sl.labels.view(), k, axis), None, s, lab_out);
             }
         }
         aug
