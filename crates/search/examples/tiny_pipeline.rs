@@ -6,7 +6,8 @@
 //! ```text
 //! cargo run --release -p slimseg-search --example tiny_pipeline -- \
 //!     --out /tmp/slimseg-tiny [--config configs/tiny.toml] [--train 20] [--val 2] \
-//!     [--test 6] [--epochs 12] [--search-epochs 6] [--stage baseline|search|all]
+//!     [--test 6] [--epochs 12] [--search-epochs 6] [--stage baseline|search|all] \
+//!     [--search-name search]   # stage folder of the search, to compare settings
 //! ```
 //! Stages resume from their checkpoints when re-run with the same `--out`.
 
@@ -31,6 +32,7 @@ struct Args {
     epochs: Option<usize>,
     search_epochs: Option<usize>,
     stage: String,
+    search_name: String,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -46,6 +48,7 @@ fn parse_args() -> Result<Args, String> {
         epochs: None,
         search_epochs: None,
         stage: "all".into(),
+        search_name: "search".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -60,6 +63,7 @@ fn parse_args() -> Result<Args, String> {
             "--epochs" => a.epochs = Some(num(v()?)?),
             "--search-epochs" => a.search_epochs = Some(num(v()?)?),
             "--stage" => a.stage = v()?,
+            "--search-name" => a.search_name = v()?,
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -142,8 +146,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let t = Instant::now();
         let (mut net, m) = run_baseline(&cfg, &cohort, &base_dir.root, &opts)?;
         println!(
-            "baseline: {} epochs, {} iterations, {:.1} s training ({:.1} s this call), \
-             {:.1} slices/s, best val Dice {:?} at epoch {:?}",
+            "baseline on {} (amp {}): {} epochs, {} iterations, {:.1} s training \
+             ({:.1} s this call), {:.1} slices/s, best val Dice {:?} at epoch {:?}",
+            m.device,
+            m.amp,
             m.epochs,
             m.iterations,
             m.seconds,
@@ -171,7 +177,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if let Some(e) = args.search_epochs {
             scfg.search.epochs = Some(e);
         }
-        let search_dir = StageDir::new(run.join("search"));
+        let search_dir = StageDir::new(run.join(&args.search_name));
         let (net, m, spec) = run_search(&scfg, &cohort, base_dir.best(), &search_dir.root, &opts)?;
         println!(
             "search: {} epochs, {:.1} s, best val Dice {:?}, last val Dice {:?}",

@@ -554,7 +554,13 @@ pub fn train(
                 .max(0.0)
                 .powf(tc.poly_power);
             lr = tc.lr * scale;
-            let out = tch::autocast(amp, || model.forward_t(&x, true))?;
+            // Only enter autocast when it is on: toggling it off still touches (deprecated)
+            // CUDA autocast state in libtorch and warns on every call.
+            let out = if amp {
+                tch::autocast(true, || model.forward_t(&x, true))?
+            } else {
+                model.forward_t(&x, true)?
+            };
             let seg = segmentation_loss(&out.logits, &y);
             let df = match (&out.direction_field, &batch.directions) {
                 (Some(field), Some(target)) if tc.lambda_df > 0.0 => {
@@ -568,10 +574,10 @@ pub fn train(
             let sp = gates.map(|g| sparsity_loss(g, factors));
             let mut loss = seg.shallow_clone();
             if let Some(d) = &df {
-                loss = loss + d;
+                loss += d;
             }
             if let Some(p) = &sp {
-                loss = loss + p;
+                loss += p;
             }
             let lv = loss.double_value(&[]);
             if !lv.is_finite() && !amp {

@@ -337,13 +337,10 @@ impl Scores {
                     tokens.to_string(),
                 ));
             }
-            for t in 0..tokens {
-                let v = check_finite("token", g.token[l][t])?;
-                token_eff[l][t] = if l + 1 < layers {
-                    v.max(token_eff[l + 1][t])
-                } else {
-                    v
-                };
+            let deeper = (l + 1 < layers).then(|| token_eff[l + 1].clone());
+            for (t, (eff, &g)) in token_eff[l].iter_mut().zip(&g.token[l]).enumerate() {
+                let v = check_finite("token", g)?;
+                *eff = deeper.as_ref().map_or(v, |d| v.max(d[t]));
             }
         }
         Ok(Scores {
