@@ -117,10 +117,12 @@ fn check_cmd(args: CheckArgs) -> Result<()> {
             check.frames.len(),
             check.unlabelled_frames
         );
-        if let Some(range) = extents(check.frames.iter().map(|f| f.shape)) {
+        if let Some(range) = axis_ranges(check.frames.iter().map(|f| f.shape), |n| n.to_string()) {
             println!("shape x/y/z   {range}");
         }
-        if let Some(range) = spacing_range(check.frames.iter().map(|f| f.spacing)) {
+        if let Some(range) = axis_ranges(check.frames.iter().map(|f| f.spacing), |mm| {
+            format!("{mm:.2}")
+        }) {
             println!("spacing (mm)  {range}");
         }
         println!();
@@ -152,41 +154,26 @@ fn check_cmd(args: CheckArgs) -> Result<()> {
     Ok(())
 }
 
-/// `min-max` per axis of integer extents, e.g. `208-256 / 208-256 / 6-12`.
-fn extents(shapes: impl Iterator<Item = [usize; 3]>) -> Option<String> {
-    let mut lo = [usize::MAX; 3];
-    let mut hi = [0usize; 3];
-    let mut any = false;
-    for shape in shapes {
-        any = true;
+/// `min-max` per axis, e.g. `208-256 / 208-256 / 6-12`; `None` when there is no value.
+fn axis_ranges<T: Copy + PartialOrd>(
+    values: impl Iterator<Item = [T; 3]>,
+    show: impl Fn(T) -> String,
+) -> Option<String> {
+    let mut bounds: Option<([T; 3], [T; 3])> = None;
+    for value in values {
+        let (lo, hi) = bounds.get_or_insert((value, value));
         for axis in 0..3 {
-            lo[axis] = lo[axis].min(shape[axis]);
-            hi[axis] = hi[axis].max(shape[axis]);
+            if value[axis] < lo[axis] {
+                lo[axis] = value[axis];
+            }
+            if value[axis] > hi[axis] {
+                hi[axis] = value[axis];
+            }
         }
     }
-    any.then(|| {
+    bounds.map(|(lo, hi)| {
         (0..3)
-            .map(|a| format!("{}-{}", lo[a], hi[a]))
-            .collect::<Vec<_>>()
-            .join(" / ")
-    })
-}
-
-/// `min-max` per axis of spacings.
-fn spacing_range(spacings: impl Iterator<Item = [f64; 3]>) -> Option<String> {
-    let mut lo = [f64::INFINITY; 3];
-    let mut hi = [f64::NEG_INFINITY; 3];
-    let mut any = false;
-    for spacing in spacings {
-        any = true;
-        for axis in 0..3 {
-            lo[axis] = lo[axis].min(spacing[axis]);
-            hi[axis] = hi[axis].max(spacing[axis]);
-        }
-    }
-    any.then(|| {
-        (0..3)
-            .map(|a| format!("{:.2}-{:.2}", lo[a], hi[a]))
+            .map(|a| format!("{}-{}", show(lo[a]), show(hi[a])))
             .collect::<Vec<_>>()
             .join(" / ")
     })

@@ -1,9 +1,16 @@
 //! `slimseg`: compress transformer segmentation models for cardiac MRI.
 //!
-//! One subcommand per pipeline stage; `doctor` reports the runtime the tool sees.
+//! One subcommand per pipeline stage, each reading the previous stage's folder of a run
+//! directory (`RUN/{baseline,search,compressed,finetuned,report}`), plus `reproduce`
+//! (all stages), the data commands and `doctor` (the runtime the tool sees).
 
 mod data_cmd;
 mod doctor;
+mod plot;
+mod report;
+mod reproduce;
+mod run;
+mod stages;
 
 use clap::{Parser, Subcommand};
 
@@ -25,6 +32,28 @@ enum Command {
     Data(data_cmd::DataCommand),
     /// Shape, datatype, spacing, orientation and affine of a NIfTI file.
     VolumeInfo(data_cmd::VolumeInfoArgs),
+    /// Train the baseline (full model, no gates) into RUN/baseline.
+    Train(stages::StageArgs),
+    /// Search: soft gates from the baseline weights, then the subnet of [select]
+    /// (RUN/search/subnet.toml).
+    Search(stages::StageArgs),
+    /// Slice the searched weights into a physically smaller model (RUN/compressed).
+    Compress(stages::CompressArgs),
+    /// Fine-tune the compressed model (RUN/finetuned).
+    Finetune(stages::FinetuneArgs),
+    /// Evaluate stage models on the test set (Dice, HD95 in mm and voxels).
+    Eval(stages::EvalArgs),
+    /// Segment a NIfTI volume; the label volume keeps the input's header and affine.
+    Predict(stages::PredictArgs),
+    /// Per-layer kept widths, parameters and MACs of a stage's model.
+    Info(stages::InfoArgs),
+    /// Full vs compressed forward latency (RUN/compressed/latency.json).
+    Bench(stages::BenchArgs),
+    /// Write the report of a run (RUN/report: Markdown, JSON, PNG).
+    Report(report::ReportArgs),
+    /// Every stage in order, then the benchmark and the report; finished stages are
+    /// skipped and interrupted training resumes.
+    Reproduce(reproduce::ReproduceArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -41,5 +70,31 @@ fn main() -> anyhow::Result<()> {
         Command::Doctor => doctor::run(),
         Command::Data(command) => data_cmd::run(command),
         Command::VolumeInfo(args) => data_cmd::volume_info(args),
+        Command::Train(a) => {
+            let run = run::Run::open(&a.run, true)?;
+            let cohort = run.cohort()?;
+            stages::train_stage(&run, &cohort, a.force)
+        }
+        Command::Search(a) => {
+            let run = run::Run::open(&a.run, true)?;
+            let cohort = run.cohort()?;
+            stages::search_stage(&run, &cohort, a.force)
+        }
+        Command::Compress(a) => {
+            let run = run::Run::open(&a.stage.run, true)?;
+            let cohort = run.cohort()?;
+            stages::compress_stage(&run, Some(&cohort), &a)
+        }
+        Command::Finetune(a) => {
+            let run = run::Run::open(&a.stage.run, true)?;
+            let cohort = run.cohort()?;
+            stages::finetune_stage(&run, &cohort, &a)
+        }
+        Command::Eval(a) => stages::eval_cmd(a),
+        Command::Predict(a) => stages::predict_cmd(a),
+        Command::Info(a) => stages::info_cmd(a),
+        Command::Bench(a) => stages::bench_cmd(a),
+        Command::Report(a) => report::report_cmd(a),
+        Command::Reproduce(a) => reproduce::reproduce_cmd(a),
     }
 }

@@ -1,0 +1,435 @@
+//! End-to-end tests of the `slimseg` binary: a scaled-down pipeline (tiny model, a few
+//! synthetic patients, one epoch per stage) through `reproduce`, the stage outputs and
+//! the report, `predict`'s header/affine, `info`, `bench`, `eval`, a second `reproduce`
+//! that skips finished stages, and clear errors for bad inputs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_slimseg");
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn tiny_config() -> PathBuf {
+    workspace().join("configs/tiny.toml")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("slimseg-e2e-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn slimseg(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("the slimseg binary runs")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn ok(args: &[&str]) -> Output {
+    let o = slimseg(args);
+    assert!(o.status.success(), "slimseg {args:?} failed:\n{}", text(&o));
+    o
+}
+
+fn fails(args: &[&str], needles: &[&str]) -> String {
+    let o = slimseg(args);
+    let t = text(&o);
+    assert!(!o.status.success(), "slimseg {args:?} should fail:\n{t}");
+    for n in needles {
+        assert!(
+            t.contains(n),
+            "error of slimseg {args:?} should mention `{n}`:\n{t}"
+        );
+    }
+    t
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    let s = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&s).unwrap()
+}
+
+fn assert_png(path: &Path) {
+    let b = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(
+        b.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "{} is not a PNG",
+        path.display()
+    );
+    assert!(b.len() > 1000, "{} is suspiciously small", path.display());
+}
+
+/// Scaled-down reproduce arguments: 2 training + 1 validation + 1 test patients, one
+/// epoch per stage, CPU.
+fn reproduce_args(run: &str) -> Vec<String> {
+    [
+        "reproduce",
+        "--config",
+        tiny_config().to_str().unwrap(),
+        "--run",
+        run,
+        "--synth-train",
+        "2",
+        "--synth-val",
+        "1",
+        "--synth-test",
+        "1",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "search.epochs=1",
+        "--set",
+        "train.progress=false",
+        "--device",
+        "cpu",
+        "--bench-repeats",
+        "2",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+#[test]
+fn pipeline_end_to_end() {
+    let dir = scratch("pipeline");
+    let run = dir.join("run");
+    let r = run.to_str().unwrap();
+    let args = reproduce_args(r);
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+
+    // First reproduce: every stage runs.
+    let o = ok(&argv);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let report_md = run.join("report/report.md");
+    assert_eq!(
+        stdout.trim().lines().last().unwrap(),
+        format!("report: {}", report_md.display())
+    );
+    for f in [
+        "config.toml",
+        "data/synth.json",
+        "baseline/best.safetensors",
+        "baseline/log.csv",
+        "baseline/metrics.json",
+        "baseline/eval.json",
+        "baseline/stage.json",
+        "search/weights.safetensors",
+        "search/gates_end.json",
+        "search/subnet.toml",
+        "search/eval.json",
+        "compressed/model.toml",
+        "compressed/weights.safetensors",
+        "compressed/subnet.toml",
+        "compressed/equivalence.json",
+        "compressed/latency.json",
+        "compressed/eval.json",
+        "finetuned/model/model.toml",
+        "finetuned/model/weights.safetensors",
+        "finetuned/log.csv",
+        "finetuned/eval.json",
+        "finetuned/stage.json",
+        "report/report.json",
+    ] {
+        assert!(run.join(f).is_file(), "{f} missing");
+    }
+    for png in ["gates.png", "curves.png", "overlays.png"] {
+        assert_png(&run.join("report").join(png));
+    }
+    let eval = json(&run.join("finetuned/eval.json"));
+    assert_eq!(
+        eval["volumes"].as_array().unwrap().len(),
+        2,
+        "ED and ES of one test patient"
+    );
+    assert!(eval["volumes"][0]["hd95_mm"].is_array(), "HD95 is computed");
+    let eq = json(&run.join("compressed/equivalence.json"));
+    assert!(
+        eq["max_abs_diff"].as_f64().unwrap() < 1e-3,
+        "sliced == masked: {eq}"
+    );
+
+    let md = std::fs::read_to_string(&report_md).unwrap();
+    for needle in [
+        "## Accuracy on the test set",
+        "Dice (%)",
+        "HD95 (mm)",
+        "HD95 (voxels",
+        "FLOPs = 2 x MACs",
+        "| baseline |",
+        "| searched (soft gates) |",
+        "| compressed |",
+        "| fine-tuned |",
+        "## Kept widths per transformer block",
+        "![gates](gates.png)",
+        "![curves](curves.png)",
+        "![overlays](overlays.png)",
+    ] {
+        assert!(md.contains(needle), "report.md lacks `{needle}`:\n{md}");
+    }
+    assert!(
+        !md.contains("Published ACDC"),
+        "published ACDC numbers appear only for real ACDC"
+    );
+    let rep = json(&run.join("report/report.json"));
+    let models = rep["models"].as_array().unwrap();
+    assert_eq!(models.len(), 4);
+    let macs = |i: usize| models[i]["macs"].as_u64().unwrap();
+    assert!(
+        macs(2) < macs(0),
+        "compressed has fewer MACs than the baseline"
+    );
+    assert_eq!(macs(2), macs(3), "fine-tuning keeps the architecture");
+    assert_eq!(models[0]["flops"].as_u64().unwrap(), 2 * macs(0));
+    assert!(models[3]["latency_ms"].as_f64().unwrap() > 0.0);
+    assert!(models[0]["accuracy"]["dice"].is_array());
+
+    // Second reproduce: nothing is retrained.
+    let best = run.join("baseline/best.safetensors");
+    let before = std::fs::metadata(&best).unwrap().modified().unwrap();
+    let o = ok(&argv);
+    let t = text(&o);
+    for stage in ["baseline", "search", "compressed", "finetuned"] {
+        assert!(
+            t.contains(&format!("[{stage}] complete")),
+            "second reproduce should skip {stage}:\n{t}"
+        );
+    }
+    assert!(!t.contains("training into"), "{t}");
+    assert_eq!(
+        std::fs::metadata(&best).unwrap().modified().unwrap(),
+        before
+    );
+
+    // A stage command refuses to redo a finished stage without --force.
+    fails(&["train", "--run", r], &["baseline", "--force"]);
+
+    // predict: labels with the input's header and affine.
+    let input = run.join("data/testing/patient101/patient101_frame01.nii.gz");
+    let out = dir.join("pred.nii.gz");
+    ok(&[
+        "predict",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--run",
+        r,
+    ]);
+    let info_in = json_stdout(&["volume-info", "--json", input.to_str().unwrap()]);
+    let info_out = json_stdout(&["volume-info", "--json", out.to_str().unwrap()]);
+    assert_eq!(info_in["affine"], info_out["affine"]);
+    assert_eq!(info_in["shape"], info_out["shape"]);
+    assert_eq!(info_in["spacing"], info_out["spacing"]);
+    assert_eq!(info_out["datatype"], "uint8");
+
+    // info: per-block kept widths of the compressed model.
+    let info = json_stdout(&["info", "--run", r, "--stage", "compressed", "--json"]);
+    assert_eq!(info["blocks"].as_array().unwrap().len(), 4);
+    assert_eq!(
+        info["flops"].as_u64().unwrap(),
+        2 * info["macs"].as_u64().unwrap()
+    );
+    assert_eq!(info["macs"].as_u64().unwrap(), macs(2));
+
+    // bench with the interface xtask uses.
+    let bench_json = dir.join("bench.json");
+    ok(&[
+        "bench",
+        "--config",
+        tiny_config().to_str().unwrap(),
+        "--run",
+        r,
+        "--device",
+        "cpu",
+        "--batch",
+        "2",
+        "--warmup",
+        "1",
+        "--repeats",
+        "2",
+        "--json",
+        bench_json.to_str().unwrap(),
+    ]);
+    let b = json(&bench_json);
+    assert_eq!(b["rows"][0]["batch"], 2);
+    assert!(b["rows"][0]["compressed"]["median_ms"].as_f64().unwrap() > 0.0);
+
+    // eval rewrites a stage's evaluation.
+    ok(&["eval", "--run", r, "--stage", "compressed"]);
+
+    // Unreachable budget: an error, and the finished compressed stage stays intact.
+    fails(
+        &[
+            "compress",
+            "--run",
+            r,
+            "--force",
+            "--target-macs",
+            "1%",
+            "--scope",
+            "model",
+        ],
+        &["unreachable budget", "gates_end.json"],
+    );
+    assert!(run.join("compressed/stage.json").is_file());
+    assert!(run.join("compressed/model.toml").is_file());
+
+    // Missing input volume.
+    fails(
+        &[
+            "predict",
+            "/nonexistent/x.nii.gz",
+            "-o",
+            out.to_str().unwrap(),
+            "--run",
+            r,
+        ],
+        &["/nonexistent/x.nii.gz"],
+    );
+
+    // Corrupt weights: a new run dir with the same config and a garbage baseline.
+    let bad = dir.join("corrupt");
+    std::fs::create_dir_all(bad.join("baseline")).unwrap();
+    std::fs::copy(run.join("config.toml"), bad.join("config.toml")).unwrap();
+    std::fs::write(
+        bad.join("baseline/best.safetensors"),
+        b"not a safetensors file",
+    )
+    .unwrap();
+    fails(
+        &[
+            "predict",
+            input.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--run",
+            bad.to_str().unwrap(),
+            "--stage",
+            "baseline",
+        ],
+        &["best.safetensors"],
+    );
+
+    // Mismatched checkpoint: the baseline of this run under a model with other widths.
+    let other = dir.join("mismatch");
+    std::fs::create_dir_all(other.join("baseline")).unwrap();
+    let cfg = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(cfg.contains("mlp_dim = 128"), "{cfg}");
+    std::fs::write(
+        other.join("config.toml"),
+        cfg.replace("mlp_dim = 128", "mlp_dim = 96"),
+    )
+    .unwrap();
+    std::fs::copy(&best, other.join("baseline/best.safetensors")).unwrap();
+    fails(
+        &[
+            "predict",
+            input.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--run",
+            other.to_str().unwrap(),
+            "--stage",
+            "baseline",
+        ],
+        &["best.safetensors", "fc1"],
+    );
+
+    // A stage without its predecessor names the missing file.
+    let fresh = dir.join("fresh");
+    std::fs::create_dir_all(&fresh).unwrap();
+    std::fs::copy(run.join("config.toml"), fresh.join("config.toml")).unwrap();
+    fails(
+        &["search", "--run", fresh.to_str().unwrap()],
+        &["baseline/best.safetensors", "missing"],
+    );
+
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn json_stdout(args: &[&str]) -> serde_json::Value {
+    let o = ok(args);
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}\n{}", text(&o)))
+}
+
+#[test]
+fn config_typos_are_errors_naming_the_key() {
+    let dir = scratch("typo");
+    let bad = dir.join("bad.toml");
+    let cfg = std::fs::read_to_string(tiny_config()).unwrap();
+    std::fs::write(&bad, cfg.replace("epochs = 12", "epochz = 12")).unwrap();
+    let run = dir.join("run");
+    let r = run.to_str().unwrap();
+    fails(
+        &["train", "--config", bad.to_str().unwrap(), "--run", r],
+        &["epochz", "bad.toml"],
+    );
+    fails(
+        &[
+            "train",
+            "--config",
+            tiny_config().to_str().unwrap(),
+            "--run",
+            r,
+            "--set",
+            "train.learning_rate=0.1",
+        ],
+        &["learning_rate", "tiny.toml"],
+    );
+    fails(
+        &[
+            "train",
+            "--config",
+            tiny_config().to_str().unwrap(),
+            "--run",
+            r,
+            "--set",
+            "train.lr=-1",
+        ],
+        &["train.lr"],
+    );
+    fails(
+        &["train", "--config", "/nonexistent/c.toml", "--run", r],
+        &["/nonexistent/c.toml"],
+    );
+    // Nothing was trained or generated for any of them.
+    assert!(!run.join("baseline").exists());
+    assert!(!run.join("data").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn empty_dataset_is_rejected_with_its_path() {
+    let dir = scratch("empty");
+    let data = dir.join("acdc");
+    std::fs::create_dir_all(data.join("training")).unwrap();
+    std::fs::create_dir_all(data.join("testing")).unwrap();
+    let run = dir.join("run");
+    fails(
+        &[
+            "train",
+            "--config",
+            tiny_config().to_str().unwrap(),
+            "--run",
+            run.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+        ],
+        &[data.to_str().unwrap()],
+    );
+    assert!(!run.join("baseline/stage.json").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
