@@ -108,7 +108,7 @@ fn main() {
         let _ = std::fs::remove_dir_all(&root);
         let pc = PipelineConfig::default();
         let mut epoch = 0;
-        time("make_batch 24 augment+resize 224", 100, || {
+        time("make_batch 24 augment+resize 224", 400, || {
             epoch += 1;
             let start = (epoch * 24) % (data.len() - 24);
             let idx: Vec<usize> = (start..start + 24).collect();

@@ -243,12 +243,30 @@ pub fn resize_cubic(img: ArrayView2<'_, f32>, out_h: usize, out_w: usize) -> Arr
 /// [`resize_cubic`] into a caller's row-major `[out_h, out_w]` buffer (e.g. a slot of a
 /// batch). Panics if `out` has another length.
 pub fn resize_cubic_into(img: ArrayView2<'_, f32>, out_h: usize, out_w: usize, out: &mut [f32]) {
+    let (h, w) = img.dim();
+    with_coefficients(h, w, out_h, out_w, out, |c| match img.as_slice() {
+        Some(sl) => c.copy_from_slice(sl),
+        None => ArrayViewMut2::from_shape((h, w), c)
+            .expect("h * w values")
+            .assign(&img),
+    });
+}
+
+/// Runs the cubic resize of an `[h, w]` image that `fill` writes into the (length
+/// `h * w`) coefficient buffer.
+fn with_coefficients(
+    h: usize,
+    w: usize,
+    out_h: usize,
+    out_w: usize,
+    out: &mut [f32],
+    fill: impl FnOnce(&mut [f32]),
+) {
     assert_eq!(
         out.len(),
         out_h * out_w,
         "output buffer must hold out_h * out_w values"
     );
-    let (h, w) = img.dim();
     if h == 0 || w == 0 {
         out.fill(0.0);
         return;
@@ -256,55 +274,57 @@ pub fn resize_cubic_into(img: ArrayView2<'_, f32>, out_h: usize, out_w: usize, o
     SCRATCH.with(|cell| {
         let mut guard = cell.borrow_mut();
         let (c, mid) = &mut *guard;
-        // Spline coefficients: along y (vectorised over columns), then along x.
-        c.clear();
-        match img.as_slice() {
-            Some(sl) => c.extend_from_slice(sl),
-            None => {
-                // Strided views (rot90/flip views) are copied in logical order.
-                c.resize(h * w, 0.0);
-                ArrayViewMut2::from_shape((h, w), &mut c[..])
-                    .expect("h * w values")
-                    .assign(&img);
-            }
-        }
-        if h >= 2 {
-            prefilter_columns(c, h, w);
-        }
-        if w >= 2 {
-            prefilter_rows(c, w);
-        }
-        // Interpolate along x within each coefficient row. Rows are padded with their
-        // mirror images (1 value left, 2 right) so every output reads 4 consecutive taps.
-        let tx: Vec<(usize, [f32; 4])> = (0..out_w)
-            .map(|o| {
-                let x = source_coord(o, w, out_w);
-                let i = x.floor();
-                (i as usize, bspline_weights((x - i) as f32))
-            })
-            .collect();
-        mid.clear();
-        mid.resize(h * out_w, 0.0);
-        let mut padded = vec![0.0f32; w + 3];
-        for (mrow, crow) in mid.chunks_exact_mut(out_w).zip(c.chunks_exact(w)) {
-            padded[1..w + 1].copy_from_slice(crow);
-            padded[0] = crow[mirror(-1, w)];
-            padded[w + 1] = crow[mirror(w as isize, w)];
-            padded[w + 2] = crow[mirror(w as isize + 1, w)];
-            for (o, &(i, wt)) in mrow.iter_mut().zip(&tx) {
-                let t: &[f32; 4] = padded[i..i + 4].try_into().expect("4 taps");
-                *o = wt[0] * t[0] + wt[1] * t[1] + wt[2] * t[2] + wt[3] * t[3];
-            }
-        }
-        // Interpolate along y: each output row combines four rows (vectorised).
-        let ty = cubic_taps(h, out_h);
-        for (orow, (idx, wt)) in out.chunks_exact_mut(out_w).zip(&ty) {
-            let r = idx.map(|i| &mid[i * out_w..(i + 1) * out_w]);
-            for (x, o) in orow.iter_mut().enumerate() {
-                *o = wt[0] * r[0][x] + wt[1] * r[1][x] + wt[2] * r[2][x] + wt[3] * r[3][x];
-            }
-        }
+        // Sized without clearing: every value is overwritten below.
+        c.resize(h * w, 0.0);
+        fill(&mut c[..h * w]);
+        resize_core(&mut c[..h * w], mid, h, w, out_h, out_w, out);
     })
+}
+
+fn resize_core(
+    c: &mut [f32],
+    mid: &mut Vec<f32>,
+    h: usize,
+    w: usize,
+    out_h: usize,
+    out_w: usize,
+    out: &mut [f32],
+) {
+    if h >= 2 {
+        prefilter_columns(c, h, w);
+    }
+    if w >= 2 {
+        prefilter_rows(c, w);
+    }
+    // Interpolate along x within each coefficient row. Rows are padded with their
+    // mirror images (1 value left, 2 right) so every output reads 4 consecutive taps.
+    let tx: Vec<(usize, [f32; 4])> = (0..out_w)
+        .map(|o| {
+            let x = source_coord(o, w, out_w);
+            let i = x.floor();
+            (i as usize, bspline_weights((x - i) as f32))
+        })
+        .collect();
+    mid.resize(h * out_w, 0.0);
+    let mut padded = vec![0.0f32; w + 3];
+    for (mrow, crow) in mid.chunks_exact_mut(out_w).zip(c.chunks_exact(w)) {
+        padded[1..w + 1].copy_from_slice(crow);
+        padded[0] = crow[mirror(-1, w)];
+        padded[w + 1] = crow[mirror(w as isize, w)];
+        padded[w + 2] = crow[mirror(w as isize + 1, w)];
+        for (o, &(i, wt)) in mrow.iter_mut().zip(&tx) {
+            let t: &[f32; 4] = padded[i..i + 4].try_into().expect("4 taps");
+            *o = wt[0] * t[0] + wt[1] * t[1] + wt[2] * t[2] + wt[3] * t[3];
+        }
+    }
+    // Interpolate along y: each output row combines four rows (vectorised).
+    let ty = cubic_taps(h, out_h);
+    for (orow, (idx, wt)) in out.chunks_exact_mut(out_w).zip(&ty) {
+        let r = idx.map(|i| &mid[i * out_w..(i + 1) * out_w]);
+        for (x, o) in orow.iter_mut().enumerate() {
+            *o = wt[0] * r[0][x] + wt[1] * r[1][x] + wt[2] * r[2][x] + wt[3] * r[3][x];
+        }
+    }
 }
 
 thread_local! {
@@ -348,34 +368,157 @@ pub fn resize_nearest<T: Copy + Default>(
     Array2::from_shape_vec((out_h, out_w), out).expect("out_h * out_w values")
 }
 
-/// Nearest resize of labels to `[s, s]` written as i64 into a batch slot, optionally
-/// through a rotation source map (as from [`rotation_source_map`] of the same grid), in
-/// one pass: equal to `resize_nearest(gather_map(labels, map), s, s)`.
-fn nearest_labels_into(labels: ArrayView2<'_, u8>, map: Option<&[u32]>, s: usize, out: &mut [i64]) {
-    let (h, w) = labels.dim();
+/// How an augmented `[h, w]` grid reads a native row-major slice, so that augmentation
+/// and resize run as one gather (no intermediate augmented image).
+#[derive(Debug, Clone, Copy)]
+enum SourceGrid<'a> {
+    /// Flat index `base + i * di + j * dj`: identity and the eight rot90/flip maps.
+    Affine {
+        h: usize,
+        w: usize,
+        base: isize,
+        di: isize,
+        dj: isize,
+    },
+    /// Flat index `map[i * w + j]` (`u32::MAX` outside): rotations.
+    Map { h: usize, w: usize, map: &'a [u32] },
+}
+
+impl<'a> SourceGrid<'a> {
+    /// The grid of `aug` applied to a native `[h, w]` slice (`map` must be the rotation
+    /// map for rotations).
+    fn new(aug: Augmentation, h: usize, w: usize, map: Option<&'a [u32]>) -> Self {
+        let (hi, wi) = (h as isize, w as isize);
+        match (aug, map) {
+            (Augmentation::Rotate { .. }, Some(map)) => SourceGrid::Map { h, w, map },
+            (Augmentation::Rot90Flip { k, axis }, _) => {
+                let k = k % 4;
+                let (oh, ow) = if k % 2 == 1 { (w, h) } else { (h, w) };
+                let (ohi, owi) = (oh as isize, ow as isize);
+                let rot = |i: isize, j: isize| match k {
+                    0 => (i, j),
+                    1 => (j, wi - 1 - i),
+                    2 => (hi - 1 - i, wi - 1 - j),
+                    _ => (hi - 1 - j, i),
+                };
+                let src = |i: isize, j: isize| {
+                    let (y, x) = if axis % 2 == 0 {
+                        rot(ohi - 1 - i, j)
+                    } else {
+                        rot(i, owi - 1 - j)
+                    };
+                    y * wi + x
+                };
+                let base = src(0, 0);
+                SourceGrid::Affine {
+                    h: oh,
+                    w: ow,
+                    base,
+                    di: src(1, 0) - base,
+                    dj: src(0, 1) - base,
+                }
+            }
+            _ => SourceGrid::Affine {
+                h,
+                w,
+                base: 0,
+                di: wi,
+                dj: 1,
+            },
+        }
+    }
+
+    fn dims(&self) -> (usize, usize) {
+        match *self {
+            SourceGrid::Affine { h, w, .. } | SourceGrid::Map { h, w, .. } => (h, w),
+        }
+    }
+
+    /// Copies the augmented grid of `src` into `out` (length h * w), zero outside.
+    fn fill<T: Copy + Default>(&self, src: &[T], out: &mut [T]) {
+        match *self {
+            SourceGrid::Affine {
+                w, base, di, dj, ..
+            } => {
+                for (i, row) in out.chunks_exact_mut(w).enumerate() {
+                    let r = base + i as isize * di;
+                    for (j, o) in row.iter_mut().enumerate() {
+                        *o = src[(r + j as isize * dj) as usize];
+                    }
+                }
+            }
+            SourceGrid::Map { map, .. } => {
+                for (o, &m) in out.iter_mut().zip(map) {
+                    *o = src.get(m as usize).copied().unwrap_or_default();
+                }
+            }
+        }
+    }
+}
+
+/// Nearest resize of the augmented label grid to `[s, s]`, written as i64 into a batch
+/// slot: equal to `resize_nearest(aug.apply(labels), s, s)`.
+fn nearest_labels_into(src: &[u8], grid: SourceGrid<'_>, s: usize, out: &mut [i64]) {
+    let (h, w) = grid.dims();
     let near = |o: usize, n_in: usize| {
         (source_coord(o, n_in, s) + 0.5)
             .floor()
             .min((n_in.max(1) - 1) as f64) as usize
     };
     let xs: Vec<usize> = (0..s).map(|o| near(o, w)).collect();
-    let std = labels.as_standard_layout();
-    let flat = std.as_slice().expect("standard layout");
     for (oy, row) in out.chunks_exact_mut(s).enumerate() {
-        let base = near(oy, h) * w;
-        match map {
-            None => {
+        let y = near(oy, h);
+        match grid {
+            SourceGrid::Affine { base, di, dj, .. } => {
+                let r = base + y as isize * di;
                 for (o, &x) in row.iter_mut().zip(&xs) {
-                    *o = flat[base + x] as i64;
+                    *o = src[(r + x as isize * dj) as usize] as i64;
                 }
             }
-            Some(m) => {
+            SourceGrid::Map { map, .. } => {
                 for (o, &x) in row.iter_mut().zip(&xs) {
-                    *o = flat.get(m[base + x] as usize).map_or(0, |&v| v as i64);
+                    *o = src.get(map[y * w + x] as usize).map_or(0, |&v| v as i64);
                 }
             }
         }
     }
+}
+
+/// Applies `aug` to an image and its labels and resizes both to `[size, size]` (cubic
+/// image, nearest labels) in one gather per pixel, writing a batch slot: the same values
+/// as `resize_cubic(aug.apply(image))` and `resize_nearest(aug.apply(labels))`.
+pub fn augment_resize_into(
+    image: ArrayView2<'_, f32>,
+    labels: ArrayView2<'_, u8>,
+    aug: Augmentation,
+    size: usize,
+    img_out: &mut [f32],
+    lab_out: &mut [i64],
+) {
+    assert_eq!(
+        image.dim(),
+        labels.dim(),
+        "image and labels must share a grid"
+    );
+    assert_eq!(
+        lab_out.len(),
+        size * size,
+        "label buffer must hold size^2 values"
+    );
+    let (h, w) = image.dim();
+    let map = match aug {
+        Augmentation::Rotate { degrees } => Some(rotation_source_map(h, w, degrees)),
+        _ => None,
+    };
+    let grid = SourceGrid::new(aug, h, w, map.as_deref());
+    let (img, lab) = (image.as_standard_layout(), labels.as_standard_layout());
+    let (img, lab) = (
+        img.as_slice().expect("standard layout"),
+        lab.as_slice().expect("standard layout"),
+    );
+    let (gh, gw) = grid.dims();
+    with_coefficients(gh, gw, size, size, img_out, |c| grid.fill(img, c));
+    nearest_labels_into(lab, grid, size, lab_out);
 }
 
 /// One geometric augmentation of a slice.
@@ -877,22 +1020,7 @@ impl SliceDataset {
             Augmentation::Identity
         };
         let s = cfg.size;
-        match aug {
-            Augmentation::Identity => {
-                resize_cubic_into(sl.image.view(), s, s, img_out);
-                nearest_labels_into(sl.labels.view(), None, s, lab_out);
-            }
-            Augmentation::Rotate { degrees } => {
-                let (h, w) = sl.image.dim();
-                let map = rotation_source_map(h, w, degrees);
-                resize_cubic_into(gather_map(sl.image.view(), &map).view(), s, s, img_out);
-                nearest_labels_into(sl.labels.view(), Some(&map), s, lab_out);
-            }
-            Augmentation::Rot90Flip { k, axis } => {
-                resize_cubic_into(rot90_flip_view(sl.image.view(), k, axis), s, s, img_out);
-                nearest_labels_into(rot90_flip_view(sl.labels.view(), k, axis), None, s, lab_out);
-            }
-        }
+        augment_resize_into(sl.image.view(), sl.labels.view(), aug, s, img_out, lab_out);
         aug
     }
 

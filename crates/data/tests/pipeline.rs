@@ -5,8 +5,9 @@ use ndarray::{Array2, Array3};
 use proptest::prelude::*;
 use slimseg_data::direction::direction_field;
 use slimseg_data::pipeline::{
-    Augmentation, InferenceVolume, Normalization, PipelineConfig, SliceDataset, flip,
-    normalize_volume, resize_cubic, resize_nearest, rot90, rot90_flip_view, rotate_nearest,
+    Augmentation, InferenceVolume, Normalization, PipelineConfig, SliceDataset,
+    augment_resize_into, flip, normalize_volume, resize_cubic, resize_nearest, rot90,
+    rot90_flip_view, rotate_nearest,
 };
 use slimseg_data::synth::{SynthConfig, generate};
 use slimseg_data::{AcdcDataset, Phase};
@@ -67,6 +68,37 @@ proptest! {
         for (a, b) in c.iter().zip(img.iter()) {
             prop_assert!((a - b).abs() < 1e-4, "{} vs {}", a, b);
         }
+    }
+}
+
+#[test]
+fn fused_augment_resize_equals_augment_then_resize() {
+    let img = Array2::from_shape_fn((23, 31), |(y, x)| {
+        ((y * 7 + x * 3) % 17) as f32 / 17.0 + 0.01 * x as f32
+    });
+    let lab = Array2::from_shape_fn((23, 31), |(y, x)| ((y / 5 + x / 7) % 4) as u8);
+    let mut augs = vec![
+        Augmentation::Identity,
+        Augmentation::Rotate { degrees: 17.5 },
+        Augmentation::Rotate { degrees: -20.0 },
+    ];
+    for k in 0..4 {
+        for axis in 0..2 {
+            augs.push(Augmentation::Rot90Flip { k, axis });
+        }
+    }
+    for aug in augs {
+        let (mut io, mut lo) = (vec![0.0f32; 40 * 40], vec![0i64; 40 * 40]);
+        augment_resize_into(img.view(), lab.view(), aug, 40, &mut io, &mut lo);
+        let want_img = resize_cubic(aug.apply(img.view()).view(), 40, 40);
+        let want_lab = resize_nearest(aug.apply(lab.view()).view(), 40, 40);
+        for (g, w) in io.iter().zip(want_img.iter()) {
+            assert!((g - w).abs() < 1e-6, "{aug:?}: {g} vs {w}");
+        }
+        assert!(
+            lo.iter().zip(want_lab.iter()).all(|(g, w)| *g == *w as i64),
+            "{aug:?}"
+        );
     }
 }
 
