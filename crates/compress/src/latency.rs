@@ -35,6 +35,11 @@ impl Default for LatencyOptions {
 }
 
 /// Timings of one model at one batch size, in milliseconds per forward pass.
+///
+/// Besides wall-clock time, the process CPU time of each run is kept (all threads
+/// together): on a shared machine other processes stretch wall-clock time but hardly the
+/// CPU time the forward pass itself consumes, so the CPU-time median is the steadier
+/// measure of work there. On CUDA it only counts the host side.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LatencyStats {
     /// Median of the timed runs.
@@ -47,28 +52,63 @@ pub struct LatencyStats {
     pub mean_ms: f64,
     /// Every timed run, in order.
     pub samples_ms: Vec<f64>,
+    /// Median process CPU time per run (all threads), in milliseconds.
+    pub cpu_median_ms: f64,
+    /// Process CPU time of every timed run, in order.
+    pub cpu_samples_ms: Vec<f64>,
+}
+
+fn median(samples: &[f64]) -> f64 {
+    let mut s = samples.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        0.5 * (s[n / 2 - 1] + s[n / 2])
+    }
+}
+
+/// Wall-clock and process CPU time of one run, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RunTime {
+    /// Wall-clock time.
+    pub wall_ms: f64,
+    /// Process CPU time (all threads).
+    pub cpu_ms: f64,
+}
+
+/// Process CPU time so far (all threads), in milliseconds.
+fn process_cpu_ms() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the call only writes into it.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return f64::NAN;
+    }
+    ts.tv_sec as f64 * 1e3 + ts.tv_nsec as f64 / 1e6
 }
 
 impl LatencyStats {
-    /// Statistics of a non-empty list of samples (milliseconds).
-    pub fn from_samples(samples_ms: Vec<f64>) -> Result<Self> {
-        if samples_ms.is_empty() {
+    /// Statistics of a non-empty list of runs.
+    pub fn from_runs(runs: &[RunTime]) -> Result<Self> {
+        if runs.is_empty() {
             return Err(Error::Invalid("no latency samples".into()));
         }
-        let mut s = samples_ms.clone();
-        s.sort_by(f64::total_cmp);
-        let n = s.len();
-        let median_ms = if n % 2 == 1 {
-            s[n / 2]
-        } else {
-            0.5 * (s[n / 2 - 1] + s[n / 2])
-        };
+        let samples_ms: Vec<f64> = runs.iter().map(|r| r.wall_ms).collect();
+        let cpu_samples_ms: Vec<f64> = runs.iter().map(|r| r.cpu_ms).collect();
+        let n = samples_ms.len();
         Ok(LatencyStats {
-            median_ms,
-            min_ms: s[0],
-            max_ms: s[n - 1],
-            mean_ms: s.iter().sum::<f64>() / n as f64,
+            median_ms: median(&samples_ms),
+            min_ms: samples_ms.iter().copied().fold(f64::INFINITY, f64::min),
+            max_ms: samples_ms.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            mean_ms: samples_ms.iter().sum::<f64>() / n as f64,
             samples_ms,
+            cpu_median_ms: median(&cpu_samples_ms),
+            cpu_samples_ms,
         })
     }
 }
@@ -93,6 +133,11 @@ impl LatencyRow {
     /// Full median over compressed median.
     pub fn speedup(&self) -> f64 {
         self.full.median_ms / self.compressed.median_ms
+    }
+
+    /// Fraction of the full model's median process CPU time saved.
+    pub fn cpu_time_reduction(&self) -> f64 {
+        1.0 - self.compressed.cpu_median_ms / self.full.cpu_median_ms
     }
 }
 
@@ -127,11 +172,11 @@ impl LatencyReport {
                 100.0 * m.mac_reduction()
             );
         }
-        s += "| batch | full median ms (min-max) | compressed median ms (min-max) | latency reduction | speed-up |\n";
-        s += "|---:|---:|---:|---:|---:|\n";
+        s += "| batch | full median ms (min-max) | compressed median ms (min-max) | latency reduction | speed-up | CPU-time full / compressed ms | CPU-time reduction |\n";
+        s += "|---:|---:|---:|---:|---:|---:|---:|\n";
         for r in &self.rows {
             s += &format!(
-                "| {} | {:.1} ({:.1}-{:.1}) | {:.1} ({:.1}-{:.1}) | {:.1}% | {:.2}x |\n",
+                "| {} | {:.1} ({:.1}-{:.1}) | {:.1} ({:.1}-{:.1}) | {:.1}% | {:.2}x | {:.0} / {:.0} | {:.1}% |\n",
                 r.batch,
                 r.full.median_ms,
                 r.full.min_ms,
@@ -140,7 +185,10 @@ impl LatencyReport {
                 r.compressed.min_ms,
                 r.compressed.max_ms,
                 100.0 * r.reduction(),
-                r.speedup()
+                r.speedup(),
+                r.full.cpu_median_ms,
+                r.compressed.cpu_median_ms,
+                100.0 * r.cpu_time_reduction()
             );
         }
         s
@@ -167,16 +215,18 @@ fn input(cfg: &ModelConfig, batch: usize, device: Device) -> Tensor {
     Tensor::randn([batch as i64, 1, s, s], (Kind::Float, device))
 }
 
-/// One timed forward pass, in milliseconds.
-fn time_once(model: &TransUnet, xs: &Tensor) -> Result<f64> {
+/// One timed forward pass.
+fn time_once(model: &TransUnet, xs: &Tensor) -> Result<RunTime> {
     let device = model.device();
     sync(device);
+    let cpu0 = process_cpu_ms();
     let start = Instant::now();
     let out = model.forward_t(xs, false)?;
     sync(device);
-    let ms = start.elapsed().as_secs_f64() * 1e3;
+    let wall_ms = start.elapsed().as_secs_f64() * 1e3;
+    let cpu_ms = process_cpu_ms() - cpu0;
     drop(out);
-    Ok(ms)
+    Ok(RunTime { wall_ms, cpu_ms })
 }
 
 fn check_options(opts: &LatencyOptions, batches: &[usize]) -> Result<()> {
@@ -206,7 +256,7 @@ pub fn time_forward(
     let samples = (0..opts.repeats)
         .map(|_| time_once(model, &xs))
         .collect::<Result<Vec<_>>>()?;
-    LatencyStats::from_samples(samples)
+    LatencyStats::from_runs(&samples)
 }
 
 /// Times `full` and `compressed` at each batch size, alternating their runs. Both models
@@ -246,8 +296,8 @@ pub fn compare_latency(
         }
         rows.push(LatencyRow {
             batch,
-            full: LatencyStats::from_samples(tf)?,
-            compressed: LatencyStats::from_samples(tc)?,
+            full: LatencyStats::from_runs(&tf)?,
+            compressed: LatencyStats::from_runs(&tc)?,
         });
     }
     let summary = match compressed.arch() {

@@ -25,7 +25,7 @@ pub mod target;
 pub use equivalence::{EquivalenceReport, check_equivalence};
 pub use error::{Error, Result};
 pub use latency::{
-    LatencyOptions, LatencyReport, LatencyRow, LatencyStats, bench_full_vs_compressed,
+    LatencyOptions, LatencyReport, LatencyRow, LatencyStats, RunTime, bench_full_vs_compressed,
     compare_latency, time_forward,
 };
 pub use slice::{CompressedModel, Folding, compress, compress_checkpoint, slice_state};

@@ -224,10 +224,9 @@ impl CompressedModel {
             return Err(Error::MissingVariable(name.clone()));
         }
         if let Some(name) = state.keys().find(|k| !vars.contains_key(*k)) {
-            return Err(Error::Manifest {
-                path: Default::default(),
-                reason: format!("sliced state has a variable `{name}` the compressed model lacks"),
-            });
+            return Err(Error::Invalid(format!(
+                "sliced state has a variable `{name}` the compressed model lacks"
+            )));
         }
         let _guard = tch::no_grad_guard();
         for (name, var) in &vars {
