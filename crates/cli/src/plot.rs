@@ -226,7 +226,7 @@ pub fn fmt_num(v: f64) -> String {
     let a = v.abs();
     if a == 0.0 {
         "0".into()
-    } else if a >= 1e4 || a < 1e-2 {
+    } else if !(1e-2..1e4).contains(&a) {
         format!("{v:.1e}")
     } else if a >= 100.0 {
         format!("{v:.0}")
