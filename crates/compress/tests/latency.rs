@@ -48,7 +48,7 @@ fn benchmark_reports_every_batch_size_and_the_sizes_compared() {
     )
     .unwrap();
     let opts = LatencyOptions {
-        warmup: 0,
+        warmup: 1,
         repeats: 2,
     };
     let report = bench_full_vs_compressed(&cfg, &arch, Device::Cpu, &[1, 2], &opts).unwrap();
