@@ -214,6 +214,23 @@ fn pipeline_end_to_end() {
         before
     );
 
+    // Interrupted after fine-tuning's last checkpoint but before the stage was recorded:
+    // reproduce continues that stage from its checkpoint and skips the others.
+    std::fs::remove_file(run.join("finetuned/stage.json")).unwrap();
+    let o = ok(&argv);
+    let t = text(&o);
+    assert!(t.contains("[search] complete"), "{t}");
+    assert!(
+        t.contains("[finetune]"),
+        "fine-tuning should run again:\n{t}"
+    );
+    let m = json(&run.join("finetuned/metrics.json"));
+    assert_eq!(
+        m["resumed_from_epoch"], 1,
+        "resumed from the checkpoint: {m}"
+    );
+    assert!(run.join("finetuned/stage.json").is_file());
+
     // A stage command refuses to redo a finished stage without --force.
     fails(&["train", "--run", r], &["baseline", "--force"]);
 
