@@ -450,3 +450,41 @@ fn empty_dataset_is_rejected_with_its_path() {
     assert!(!run.join("baseline/stage.json").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn structured_bench_needs_only_a_config() {
+    let dir = scratch("bench");
+    let out = dir.join("bench.json");
+    let cfg = tiny_config();
+    let base = [
+        "bench",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--run",
+        dir.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--batch",
+        "1",
+        "--warmup",
+        "0",
+        "--repeats",
+        "1",
+        "--json",
+        out.to_str().unwrap(),
+        "--structured-mac-reduction",
+    ];
+    let mut args = base.to_vec();
+    args.push("0.02");
+    ok(&args);
+    let b = json(&out);
+    let s = &b["summary"];
+    let red = 1.0 - s["macs"].as_f64().unwrap() / s["full_macs"].as_f64().unwrap();
+    assert!(red >= 0.02, "MAC reduction {red}");
+    assert!(b["rows"][0]["full"]["median_ms"].as_f64().unwrap() > 0.0);
+    // tiny's transformer blocks are ~6% of its MACs: 50% is out of reach.
+    let mut args = base.to_vec();
+    args.push("0.5");
+    fails(&args, &["out of reach"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

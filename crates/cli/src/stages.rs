@@ -205,6 +205,14 @@ pub struct BenchArgs {
     /// Also write the result as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Instead of the run's compressed model, time a structured architecture (same share
+    /// of dims per head, MLP units and tokens in every block) with at least this
+    /// whole-model MAC reduction, e.g. 0.3: no trained run needed, only `--config`.
+    #[arg(long, value_name = "FRACTION")]
+    pub structured_mac_reduction: Option<f64>,
+    /// With `--structured-mac-reduction`: blocks before this one keep every token.
+    #[arg(long, default_value_t = 0)]
+    pub token_from_layer: usize,
 }
 
 /// A loaded model with the variables it lives in.
@@ -847,7 +855,27 @@ pub fn bench_cmd(args: BenchArgs) -> Result<()> {
         warmup: args.warmup,
         repeats: args.repeats,
     };
-    let rep = bench(&run, &args.batch, opts, args.json.as_deref())?;
+    let rep = match args.structured_mac_reduction {
+        Some(target) => {
+            let (arch, summary) = slimseg_compress::arch_for_mac_reduction(
+                &run.cfg.model,
+                target,
+                args.token_from_layer,
+            )?;
+            eprintln!(
+                "structured architecture: MACs -{:.1}%, params -{:.1}%",
+                100.0 * summary.mac_reduction(),
+                100.0 * summary.param_reduction()
+            );
+            let rep =
+                bench_full_vs_compressed(&run.cfg.model, &arch, run.device()?, &args.batch, &opts)?;
+            if let Some(p) = &args.json {
+                write_json(p, &rep)?;
+            }
+            rep
+        }
+        None => bench(&run, &args.batch, opts, args.json.as_deref())?,
+    };
     print!("{}", rep.to_markdown());
     Ok(())
 }
