@@ -116,10 +116,15 @@ pub struct StageRecord {
     pub config: String,
 }
 
-/// The configuration as compared between runs: keys that do not change results
-/// (device, threads, progress line) are normalised.
-pub fn config_identity(cfg: &RunConfig) -> Result<String> {
+/// The configuration a stage's result depends on, as compared between runs: keys that do
+/// not change results (device, threads, progress line) are normalised, and the baseline
+/// ignores `[search]` and `[select]`, which only later stages read.
+pub fn config_identity(cfg: &RunConfig, stage: &str) -> Result<String> {
     let mut c = cfg.clone();
+    if stage == "baseline" {
+        c.search = Default::default();
+        c.select = Default::default();
+    }
     c.train.device = DeviceChoice::Auto;
     c.train.threads = 0;
     c.train.progress = true;
@@ -353,7 +358,7 @@ impl Run {
             return Ok(None);
         }
         let rec: StageRecord = read_json(&path)?;
-        if rec.config != config_identity(&self.cfg)? {
+        if rec.config != config_identity(&self.cfg, stage)? {
             bail!(
                 "{} was made with a different configuration than the one given now; use \
                  another --run directory, or redo the stage with --force",
@@ -398,7 +403,7 @@ impl Run {
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
-            config: config_identity(&self.cfg)?,
+            config: config_identity(&self.cfg, stage)?,
         };
         write_json(&self.stage(stage).join(STAGE_RECORD), &rec)
     }
@@ -449,6 +454,27 @@ mod tests {
         assert_eq!(t["train"]["epochs"].as_integer(), Some(3));
         assert_eq!(t["train"]["optimizer"].as_str(), Some("sgd"));
         assert_eq!(t["train"]["lr"].as_float(), Some(0.001));
+    }
+
+    #[test]
+    fn baseline_identity_ignores_search_and_select_but_not_train() {
+        let a = RunConfig::with_model(slimseg_model::ModelConfig::tiny());
+        let mut b = a.clone();
+        b.search.epochs = Some(2);
+        b.train.device = DeviceChoice::Cpu;
+        assert_eq!(
+            config_identity(&a, "baseline").unwrap(),
+            config_identity(&b, "baseline").unwrap()
+        );
+        assert_ne!(
+            config_identity(&a, "search").unwrap(),
+            config_identity(&b, "search").unwrap()
+        );
+        b.train.epochs += 1;
+        assert_ne!(
+            config_identity(&a, "baseline").unwrap(),
+            config_identity(&b, "baseline").unwrap()
+        );
     }
 
     #[test]
