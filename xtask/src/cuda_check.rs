@@ -28,6 +28,14 @@ pub fn run(args: &[String]) -> Result<()> {
         &crate::target_dir().join("release").join("slimseg"),
         &staging.join("slimseg"),
     )?;
+    // Debug info makes the binary too large to ship comfortably; strip it when we can.
+    match std::process::Command::new("strip")
+        .arg(staging.join("slimseg"))
+        .status()
+    {
+        Ok(status) if status.success() => {}
+        _ => eprintln!("note: could not strip the binary; packing it with debug info"),
+    }
     for config in ["tiny.toml", "paper.toml"] {
         copy(
             &root.join("configs").join(config),

@@ -3,8 +3,7 @@
 //!
 //! Defaults: `configs/tiny.toml` on the synthetic cohort, on CPU (or CUDA when present).
 //! `--data PATH` runs on a real ACDC tree; without it, the tree that `cargo xtask
-//! download` put in `data/acdc` is used when present. The ImageNet-21k weights from
-//! `download` initialise the encoder when the config is the paper's R50-ViT-B/16.
+//! download` put in `data/acdc` is used when present.
 
 use anyhow::{Result, bail};
 use std::path::PathBuf;
@@ -76,15 +75,6 @@ pub fn run(options: &Options) -> Result<()> {
     }
     if let Some(run) = &options.run {
         command.arg("--run").arg(run);
-    }
-    let weights = crate::download::vit_weights(&data_root);
-    let is_paper = options
-        .config
-        .file_stem()
-        .is_some_and(|stem| stem == "paper");
-    if is_paper && weights.is_file() && !options.extra.iter().any(|a| a == "--pretrained") {
-        eprintln!("initialising the encoder from {}", weights.display());
-        command.arg("--pretrained").arg(&weights);
     }
     command.args(&options.extra).current_dir(&root);
     eprintln!("$ {command:?}");
