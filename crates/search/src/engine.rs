@@ -572,7 +572,8 @@ pub fn train(
                 _ => None,
             };
             let sp = gates.map(|g| sparsity_loss(g, factors));
-            let mut loss = seg.shallow_clone();
+            // A new tensor: `+=` below adds in place and must not change `seg`.
+            let mut loss = &seg + 0.0;
             if let Some(d) = &df {
                 loss += d;
             }

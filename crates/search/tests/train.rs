@@ -58,6 +58,12 @@ fn search_shrinks_gates_writes_stage_files_and_gate_columns() {
     );
     let sparsity: f64 = rows[1][col("sparsity_loss")].parse().unwrap();
     assert!(sparsity > 0.0);
+    let seg: f64 = rows[1][col("seg_loss")].parse().unwrap();
+    let total: f64 = rows[1][col("loss")].parse().unwrap();
+    assert!(
+        (total - (seg + sparsity)).abs() < 1e-5,
+        "loss {total} != seg {seg} + sparsity {sparsity}"
+    );
     assert!(!rows[1][col("val_dice")].is_empty());
     std::fs::remove_dir_all(&tmp).unwrap();
 }
@@ -153,5 +159,43 @@ fn too_few_slices_for_a_batch_is_an_error_with_the_counts() {
         err.contains("3 training slices") && err.contains("batch of 4"),
         "{err}"
     );
+    std::fs::remove_dir_all(&tmp).unwrap();
+}
+
+#[test]
+fn segmentation_gradient_reaches_every_gate_dimension_in_soft_mode() {
+    // The search trains gates jointly with the weights: the segmentation loss alone must
+    // give the attention, MLP and token gates non-zero gradients.
+    let tmp = common::temp_dir("gate-grad");
+    let (train_set, _) = common::tiny_data(&tmp, 4);
+    let cfg = common::tiny_config(1);
+    let mut net = Network::new(&cfg.model, Device::Cpu, 6).unwrap();
+    net.attach_soft_gates().unwrap();
+    let s = cfg.model.img_size as i64;
+    let pipe = slimseg_data::pipeline::PipelineConfig {
+        size: cfg.model.img_size,
+        batch_size: 4,
+        augment: false,
+        ..Default::default()
+    };
+    let batch = train_set.make_batch(&[0, 1, 2, 3], &pipe, 0).unwrap();
+    let x = tch::Tensor::from_slice(&batch.images).view([4, 1, s, s]);
+    let y = tch::Tensor::from_slice(&batch.labels).view([4, s, s]);
+    let out = net.model.forward_t(&x, true).unwrap();
+    slimseg_search::loss::segmentation_loss(&out.logits, &y).backward();
+    let gates = net.model.soft_gates().unwrap();
+    for l in 0..cfg.model.layers {
+        for (name, v) in [
+            ("attn", gates.attn(l)),
+            ("mlp", gates.mlp(l)),
+            ("token", gates.token_scores(l)),
+        ] {
+            let g = v.grad().abs().sum(tch::Kind::Float).double_value(&[]);
+            assert!(
+                g > 0.0 && g.is_finite(),
+                "layer {l} {name} gate gradient {g}"
+            );
+        }
+    }
     std::fs::remove_dir_all(&tmp).unwrap();
 }
