@@ -74,7 +74,20 @@ fn file_errors_name_the_file() {
     let dir = std::env::temp_dir().join(format!("slimseg-search-cfg-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("bad.toml");
-    std::fs::write(&path, preset("tiny").replace("lr = 0.001", "lr = -1.0")).unwrap();
+    // The first `lr = ...` line is the one of [train].
+    let text: String = preset("tiny")
+        .lines()
+        .scan(false, |done, l| {
+            let out = if !*done && l.starts_with("lr = ") {
+                *done = true;
+                "lr = -1.0".to_string()
+            } else {
+                l.to_string()
+            };
+            Some(out + "\n")
+        })
+        .collect();
+    std::fs::write(&path, text).unwrap();
     let err = RunConfig::from_toml_file(&path).unwrap_err().to_string();
     assert!(
         err.contains("bad.toml") && err.contains("train.lr"),
