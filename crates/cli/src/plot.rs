@@ -302,12 +302,27 @@ impl Panel {
 pub struct HistogramPanel {
     /// Title (drawn in capitals).
     pub title: String,
-    /// Counts per equal bin over `[0, hi]`.
+    /// Counts per equal bin over `[lo, hi]`.
     pub counts: Vec<usize>,
+    /// Lower end of the binned range.
+    pub lo: f64,
     /// Upper end of the binned range.
     pub hi: f64,
     /// A threshold drawn as a vertical red line.
     pub threshold: Option<f64>,
+}
+
+/// Counts of `values` in `bins` equal bins over `[lo, hi]` (values outside go to the
+/// end bins).
+pub fn bin_counts(values: &[f64], lo: f64, hi: f64, bins: usize) -> Vec<usize> {
+    let mut h = vec![0usize; bins.max(1)];
+    let n = h.len();
+    let w = (hi - lo).max(1e-300);
+    for &v in values {
+        let i = (((v - lo) / w) * n as f64).floor().max(0.0) as usize;
+        h[i.min(n - 1)] += 1;
+    }
+    h
 }
 
 /// Histograms side by side, one panel each.
@@ -326,14 +341,15 @@ pub fn histograms(panels: &[HistogramPanel]) -> Canvas {
             y: 45,
             w: pw,
             h: ph,
-            xr: (0.0, p.hi),
+            xr: (p.lo, p.hi),
             yr: (0.0, max),
         };
         panel.frame(&mut c, &p.title, "GATE MAGNITUDE");
         let nb = p.counts.len().max(1);
         for (b, &count) in p.counts.iter().enumerate() {
-            let x0 = panel.px(p.hi * b as f64 / nb as f64);
-            let x1 = panel.px(p.hi * (b + 1) as f64 / nb as f64);
+            let w = p.hi - p.lo;
+            let x0 = panel.px(p.lo + w * b as f64 / nb as f64);
+            let x1 = panel.px(p.lo + w * (b + 1) as f64 / nb as f64);
             c.fill_rect(
                 x0 + 1,
                 panel.py(count as f64),
@@ -343,7 +359,7 @@ pub fn histograms(panels: &[HistogramPanel]) -> Canvas {
             );
         }
         if let Some(t) = p.threshold {
-            let x = panel.px(t.min(p.hi));
+            let x = panel.px(t.clamp(p.lo, p.hi));
             c.line((x, panel.y), (x, panel.y + panel.h), 2, colors::RED);
             let label = format!("T={}", fmt_num(t));
             c.text(x + 4, panel.y + 4, &label, 1, colors::RED);
@@ -460,6 +476,7 @@ mod tests {
         let c = histograms(&[HistogramPanel {
             title: "T".into(),
             counts: vec![10, 5],
+            lo: 0.0,
             hi: 1.0,
             threshold: Some(0.5),
         }]);
@@ -474,6 +491,15 @@ mod tests {
             a > 0 && (a as f64 / b as f64 - 2.0).abs() < 0.05,
             "{a} vs {b}"
         );
+    }
+
+    #[test]
+    fn bins_cover_the_range_with_clamped_ends() {
+        assert_eq!(
+            bin_counts(&[0.0, 0.49, 0.5, 0.99, 1.0, 7.0, -1.0], 0.0, 1.0, 2),
+            vec![3, 4]
+        );
+        assert_eq!(bin_counts(&[0.6, 0.65, 0.7], 0.6, 0.7, 2), vec![1, 2]);
     }
 
     #[test]

@@ -20,9 +20,10 @@ use slimseg_search::data::{EvalVolume, eval_volumes};
 use slimseg_search::engine::read_gate_values;
 use slimseg_search::select::SubnetSpec;
 use slimseg_search::stages::SUBNET_FILE;
-use slimseg_search::stats::histogram;
 
-use crate::plot::{Canvas, Chart, HistogramPanel, Series, colors, histograms, line_charts};
+use crate::plot::{
+    Canvas, Chart, HistogramPanel, Series, bin_counts, colors, histograms, line_charts,
+};
 use crate::run::{Run, RunArgs, STAGE_RECORD, StageRecord, read_json};
 use crate::stages::{
     LATENCY_FILE, ModelInfo, ModelStage, load_stage_model, model_info, read_eval, stage_arch,
@@ -147,11 +148,22 @@ fn gates_figure(g: &GateValues, spec: Option<&SubnetSpec>) -> Canvas {
     let panels: Vec<HistogramPanel> = dims
         .into_iter()
         .map(|(name, vals, t)| {
-            let max = vals.iter().map(|v| v.abs() as f64).fold(0.0, f64::max);
-            let hi = if max > 0.0 { max * 1.02 } else { 1.0 };
+            let mags: Vec<f64> = vals.iter().map(|v| v.abs() as f64).collect();
+            let max = mags.iter().copied().fold(0.0, f64::max);
+            let min = mags.iter().copied().fold(f64::INFINITY, f64::min);
+            // Gates that barely moved cluster far from 0: zoom onto their range.
+            let (lo, hi) = if max <= 0.0 {
+                (0.0, 1.0)
+            } else if min > 0.5 * max {
+                let pad = ((max - min) * 0.05).max(max * 1e-3);
+                ((min - pad).max(0.0), max + pad)
+            } else {
+                (0.0, max * 1.02)
+            };
             HistogramPanel {
                 title: format!("{name} N={}", vals.len()),
-                counts: histogram(vals, 40, hi),
+                counts: bin_counts(&mags, lo, hi, 40),
+                lo,
                 hi,
                 threshold: t,
             }
@@ -236,7 +248,7 @@ fn upscale(w: usize, h: usize, rgb: &[u8], k: usize) -> (usize, usize, Vec<u8>) 
 
 /// Overlays: per volume, the slice with most ground truth as image | truth | predictions.
 fn overlay_figure(run: &Run, stages: &[ModelStage]) -> Result<Option<Canvas>> {
-    let vols = overlay_volumes(run, 3)?;
+    let vols = overlay_volumes(run, 2)?;
     if vols.is_empty() || stages.is_empty() {
         return Ok(None);
     }
