@@ -60,8 +60,10 @@ fn search_shrinks_gates_writes_stage_files_and_gate_columns() {
     assert!(sparsity > 0.0);
     let seg: f64 = rows[1][col("seg_loss")].parse().unwrap();
     let total: f64 = rows[1][col("loss")].parse().unwrap();
+    // Epoch means accumulated separately in f32: equal up to rounding relative to the
+    // magnitude (the sparsity term alone can be in the hundreds here).
     assert!(
-        (total - (seg + sparsity)).abs() < 1e-5,
+        (total - (seg + sparsity)).abs() <= 1e-6 * total.abs().max(1.0),
         "loss {total} != seg {seg} + sparsity {sparsity}"
     );
     assert!(!rows[1][col("val_dice")].is_empty());
