@@ -1,6 +1,6 @@
 //! Errors of slimseg-compress.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Result alias used across slimseg-compress.
 pub type Result<T> = std::result::Result<T, Error>;
@@ -61,28 +61,4 @@ impl Error {
             source,
         }
     }
-}
-
-/// Writes `path` atomically: `write` fills a temporary file in the same directory, which
-/// is then renamed onto `path`, so that readers never see a half-written file.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::Invalid(format!("{}: not a file path", path.display())))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = std::fs::write(&tmp, bytes)
-        .map_err(|e| Error::io(&tmp, e))
-        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }

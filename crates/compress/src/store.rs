@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use slimseg_model::{ModelConfig, SubnetArch, TransUnet, count};
 use tch::{Device, nn};
 
-use crate::error::{Error, Result, write_atomic};
+use crate::error::{Error, Result};
 use crate::slice::CompressedModel;
 
 /// File name of the manifest inside a compressed-model directory.
@@ -136,7 +136,7 @@ impl CompressedModel {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let manifest = Manifest::new(self.config(), self.arch())?;
         slimseg_model::weights::save_safetensors(&self.vs, dir.join(WEIGHTS_FILE))?;
-        write_atomic(
+        slimseg_model::error::write_bytes_atomic(
             &dir.join(MANIFEST_FILE),
             manifest.to_toml_string()?.as_bytes(),
         )?;

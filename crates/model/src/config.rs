@@ -292,8 +292,6 @@ impl ModelConfig {
     pub fn save_toml(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let s = self.to_toml_string()?;
-        crate::error::write_atomic(path, |tmp| {
-            std::fs::write(tmp, s.as_bytes()).map_err(|e| Error::io(tmp, e))
-        })
+        crate::error::write_bytes_atomic(path, s.as_bytes())
     }
 }

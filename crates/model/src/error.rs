@@ -132,3 +132,11 @@ pub(crate) fn write_atomic(
         Error::io(path, e)
     })
 }
+
+/// Writes `bytes` to `path` atomically (a temporary file in the same directory, then a
+/// rename), so readers see the old file or the whole new one, never a partial write.
+pub fn write_bytes_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    write_atomic(path, |tmp| {
+        std::fs::write(tmp, bytes).map_err(|e| Error::io(tmp, e))
+    })
+}
