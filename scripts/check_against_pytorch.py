@@ -26,8 +26,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # tiny preset (crates/model/src/config.rs); dropout 0 as in the dump.
-CFG = dict(img=96, classes=4, resnet_layers=(3, 4, 9), width=16, groups=8, hidden=64, layers=4,
-           heads=4, mlp=128, head_channels=64, decoder=(32, 16, 8, 8), n_skip=3)
+CFG = dict(img=96, classes=4, resnet_layers=(2, 2, 3), width=8, groups=4, hidden=192, layers=4,
+           heads=6, mlp=768, head_channels=64, decoder=(32, 16, 8, 8), n_skip=3)
 
 
 def read_safetensors(path):

@@ -92,6 +92,8 @@ fn reproduce_args(run: &str) -> Vec<String> {
         "--set",
         "search.epochs=1",
         "--set",
+        "finetune.epochs=1",
+        "--set",
         "train.progress=false",
         "--device",
         "cpu",
@@ -344,10 +346,10 @@ fn pipeline_end_to_end() {
     let other = dir.join("mismatch");
     std::fs::create_dir_all(other.join("baseline")).unwrap();
     let cfg = std::fs::read_to_string(run.join("config.toml")).unwrap();
-    assert!(cfg.contains("mlp_dim = 128"), "{cfg}");
+    assert!(cfg.contains("mlp_dim = 768"), "{cfg}");
     std::fs::write(
         other.join("config.toml"),
-        cfg.replace("mlp_dim = 128", "mlp_dim = 96"),
+        cfg.replace("mlp_dim = 768", "mlp_dim = 96"),
     )
     .unwrap();
     std::fs::copy(&best, other.join("baseline/best.safetensors")).unwrap();
@@ -387,7 +389,9 @@ fn config_typos_are_errors_naming_the_key() {
     let dir = scratch("typo");
     let bad = dir.join("bad.toml");
     let cfg = std::fs::read_to_string(tiny_config()).unwrap();
-    std::fs::write(&bad, cfg.replace("epochs = 12", "epochz = 12")).unwrap();
+    let typo = cfg.replacen("epochs = ", "epochz = ", 1);
+    assert_ne!(typo, cfg, "tiny.toml has a train.epochs line to misspell");
+    std::fs::write(&bad, typo).unwrap();
     let run = dir.join("run");
     let r = run.to_str().unwrap();
     fails(
@@ -425,6 +429,43 @@ fn config_typos_are_errors_naming_the_key() {
     // Nothing was trained or generated for any of them.
     assert!(!run.join("baseline").exists());
     assert!(!run.join("data").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_pretrained_weights_are_rejected_with_their_path() {
+    let dir = scratch("pretrained");
+    let run = dir.join("run");
+    let r = run.to_str().unwrap();
+    let config = tiny_config();
+    let base = [
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--run",
+        r,
+        "--synth-train",
+        "1",
+        "--synth-val",
+        "1",
+        "--synth-test",
+        "1",
+        "--device",
+        "cpu",
+    ];
+    let missing = dir.join("missing.npz");
+    let mut args = base.to_vec();
+    args.extend(["--pretrained", missing.to_str().unwrap()]);
+    fails(&args, &[missing.to_str().unwrap(), "no such file"]);
+
+    // A file that is not an npz: the import runs before training and names the file.
+    let corrupt = dir.join("R50+ViT-B_16.npz");
+    std::fs::write(&corrupt, b"<html>not a zip</html>").unwrap();
+    let mut args = base.to_vec();
+    args.extend(["--pretrained", corrupt.to_str().unwrap()]);
+    fails(&args, &[corrupt.to_str().unwrap()]);
+    assert!(!run.join("baseline/stage.json").exists());
+    assert!(!run.join("baseline/best.safetensors").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -475,16 +516,16 @@ fn structured_bench_needs_only_a_config() {
         "--structured-mac-reduction",
     ];
     let mut args = base.to_vec();
-    args.push("0.02");
+    args.push("0.3");
     ok(&args);
     let b = json(&out);
     let s = &b["summary"];
     let red = 1.0 - s["macs"].as_f64().unwrap() / s["full_macs"].as_f64().unwrap();
-    assert!(red >= 0.02, "MAC reduction {red}");
+    assert!(red >= 0.3, "MAC reduction {red}");
     assert!(b["rows"][0]["full"]["median_ms"].as_f64().unwrap() > 0.0);
-    // tiny's transformer blocks are ~6% of its MACs: 50% is out of reach.
+    // tiny's transformer blocks are 60% of its MACs: a 70% cut is out of reach.
     let mut args = base.to_vec();
-    args.push("0.5");
+    args.push("0.7");
     fails(&args, &["out of reach"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -386,7 +386,7 @@ pub fn write_report(run: &Run) -> Result<PathBuf> {
     let _ = writeln!(
         md,
         "Data: {data_desc}. Model: TransUNet, input {}x{}, hidden {}, {} blocks, {} heads, MLP {}, \
-         pixel head `{:?}`. Test volumes: {}. Device: `{:?}`.\n",
+         pixel head `{:?}`; baseline initialised {}. Test volumes: {}. Device: `{:?}`.\n",
         cfg.model.img_size,
         cfg.model.img_size,
         cfg.model.hidden,
@@ -394,6 +394,10 @@ pub fn write_report(run: &Run) -> Result<PathBuf> {
         cfg.model.heads,
         cfg.model.mlp_dim,
         cfg.model.pixel_head,
+        cfg.train.pretrained.as_ref().map_or_else(
+            || "at random".to_string(),
+            |p| format!("from `{}`", p.display())
+        ),
         rows.iter()
             .find_map(|r| r.acc.as_ref().map(|a| a.volumes))
             .unwrap_or(0),
@@ -685,6 +689,7 @@ pub fn report_cmd(args: ReportArgs) -> Result<()> {
         data: None,
         set: Vec::new(),
         device: None,
+        pretrained: None,
         synth: crate::run::SynthSize {
             synth_train: 0,
             synth_val: 0,

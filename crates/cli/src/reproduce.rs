@@ -22,7 +22,8 @@ use crate::stages::{
 pub struct ReproduceArgs {
     #[command(flatten)]
     pub run: RunArgs,
-    /// Fine-tuning epochs. Default: `search.epochs`, else `train.epochs`.
+    /// Fine-tuning epochs. Default: `finetune.epochs`, else `search.epochs`, else
+    /// `train.epochs`.
     #[arg(long)]
     pub finetune_epochs: Option<usize>,
     /// Batch sizes of the latency benchmark (comma-separated).

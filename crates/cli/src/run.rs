@@ -75,8 +75,8 @@ pub struct RunArgs {
     /// Run directory, one folder per stage. Default: `runs/<config file stem>`.
     #[arg(long)]
     pub run: Option<PathBuf>,
-    /// Run configuration (TOML: `[model]`, `[data]`, `[train]`, `[search]`, `[select]`).
-    /// Default: `RUN/config.toml`, written by the first stage run in RUN.
+    /// Run configuration (TOML: `[model]`, `[data]`, `[train]`, `[search]`, `[select]`,
+    /// `[finetune]`). Default: `RUN/config.toml`, written by the first stage run in RUN.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Root of an ACDC tree (`training/`, `testing/`). Without it, and without
@@ -90,6 +90,10 @@ pub struct RunArgs {
     /// Device (overrides `train.device`): auto = CUDA when available.
     #[arg(long, value_enum)]
     pub device: Option<DeviceArg>,
+    /// ImageNet-21k `R50+ViT-B_16.npz` that initialises the baseline's ResNet and
+    /// transformer (sets `train.pretrained`; the `[model]` widths must match the file).
+    #[arg(long, value_name = "NPZ")]
+    pub pretrained: Option<PathBuf>,
     #[command(flatten)]
     pub synth: SynthSize,
 }
@@ -118,18 +122,19 @@ pub struct StageRecord {
 }
 
 /// The configuration a stage's result depends on, as compared between runs: keys that do
-/// not change results (device, threads, progress line) are normalised, and the baseline
-/// ignores `[search]` and `[select]`, which only later stages read.
+/// not change results (device, threads, progress line) are normalised, the baseline
+/// ignores `[search]` and `[select]`, and the stages before the fine-tuning ignore
+/// `[finetune]`, which only later stages read.
 pub fn config_identity(cfg: &RunConfig, stage: &str) -> Result<String> {
     let mut c = cfg.clone();
     if stage == "baseline" {
         c.search = Default::default();
         c.select = Default::default();
     }
-    c.train.device = DeviceChoice::Auto;
-    c.train.threads = 0;
-    c.train.progress = true;
-    Ok(c.to_toml_string()?)
+    if matches!(stage, "baseline" | "search" | "compressed") {
+        c.finetune = Default::default();
+    }
+    Ok(c.result_identity()?)
 }
 
 /// Parses a `--set` value as TOML, falling back to a plain string.
@@ -283,6 +288,16 @@ impl Run {
         };
         if let Some(d) = args.device {
             cfg.train.device = d.into();
+        }
+        if let Some(p) = &args.pretrained {
+            if !p.is_file() {
+                bail!(
+                    "{}: no such file (the ImageNet-21k R50+ViT-B_16.npz; `cargo xtask \
+                     download` puts it in data/pretrained/)",
+                    p.display()
+                );
+            }
+            cfg.train.pretrained = Some(absolute(p)?);
         }
         if let Some(d) = &args.data {
             if !d.is_dir() {
@@ -475,6 +490,24 @@ mod tests {
         assert_ne!(
             config_identity(&a, "baseline").unwrap(),
             config_identity(&b, "baseline").unwrap()
+        );
+    }
+
+    #[test]
+    fn only_the_finetuning_depends_on_the_finetune_table() {
+        let a = RunConfig::with_model(slimseg_model::ModelConfig::tiny());
+        let mut b = a.clone();
+        b.finetune.epochs = Some(7);
+        for stage in ["baseline", "search", "compressed"] {
+            assert_eq!(
+                config_identity(&a, stage).unwrap(),
+                config_identity(&b, stage).unwrap(),
+                "{stage}"
+            );
+        }
+        assert_ne!(
+            config_identity(&a, "finetuned").unwrap(),
+            config_identity(&b, "finetuned").unwrap()
         );
     }
 

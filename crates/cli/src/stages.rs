@@ -86,10 +86,12 @@ pub struct CompressArgs {
 pub struct FinetuneArgs {
     #[command(flatten)]
     pub stage: StageArgs,
-    /// Fine-tuning epochs. Default: `search.epochs`, else `train.epochs`.
+    /// Fine-tuning epochs. Default: `finetune.epochs`, else `search.epochs`, else
+    /// `train.epochs`.
     #[arg(long)]
     pub epochs: Option<usize>,
-    /// Learning rate of the fine-tuning. Default: `search.lr`, else `train.lr`.
+    /// Learning rate of the fine-tuning. Default: `finetune.lr`, else `search.lr`, else
+    /// `train.lr`.
     #[arg(long)]
     pub lr: Option<f64>,
 }
@@ -550,11 +552,16 @@ fn volume_batch(v: &EvalVolume, size: usize, n: usize, device: Device) -> Tensor
         .to_device(device)
 }
 
-/// The configuration the fine-tuning trains with.
+/// The configuration the fine-tuning trains with: [`RunConfig::for_finetune`] with the
+/// command line's epochs and learning rate where given.
 pub fn finetune_config(cfg: &RunConfig, epochs: Option<usize>, lr: Option<f64>) -> RunConfig {
-    let mut c = cfg.clone();
-    c.train.epochs = epochs.or(cfg.search.epochs).unwrap_or(cfg.train.epochs);
-    c.train.lr = lr.or(cfg.search.lr).unwrap_or(cfg.train.lr);
+    let mut c = cfg.for_finetune();
+    if let Some(e) = epochs {
+        c.train.epochs = e;
+    }
+    if let Some(lr) = lr {
+        c.train.lr = lr;
+    }
     c
 }
 
@@ -955,13 +962,19 @@ mod tests {
     }
 
     #[test]
-    fn finetune_defaults_follow_the_search_table() {
+    fn finetune_schedule_from_flags_then_finetune_then_search_table() {
         let mut cfg = RunConfig::with_model(ModelConfig::tiny());
         cfg.train.epochs = 12;
         cfg.search.epochs = Some(6);
         cfg.search.lr = Some(5e-4);
         let f = finetune_config(&cfg, None, None);
         assert_eq!((f.train.epochs, f.train.lr), (6, 5e-4));
+        cfg.finetune.epochs = Some(3);
+        let f = finetune_config(&cfg, None, None);
+        assert_eq!((f.train.epochs, f.train.lr), (3, 5e-4));
+        cfg.finetune.lr = Some(2e-4);
+        let f = finetune_config(&cfg, None, None);
+        assert_eq!((f.train.epochs, f.train.lr), (3, 2e-4));
         let f = finetune_config(&cfg, Some(2), Some(1e-3));
         assert_eq!((f.train.epochs, f.train.lr), (2, 1e-3));
     }

@@ -99,19 +99,21 @@ impl ModelConfig {
         }
     }
 
-    /// Same structure as [`Self::paper`] with small widths and a 96x96 input (6x6 token
-    /// grid), sized for fast training steps at batch 8 on 2 CPU cores.
+    /// Same structure as [`Self::paper`] at a 96x96 input (6x6 token grid), scaled down
+    /// for fast training steps at batch 8 on 2 CPU cores with the paper model's balance
+    /// kept: the transformer blocks carry 59.6% of the MACs (paper: 59.5%). 2,058,060
+    /// parameters.
     pub fn tiny() -> Self {
         ModelConfig {
             img_size: 96,
             num_classes: 4,
-            resnet_layers: [3, 4, 9],
-            resnet_width: 16,
-            gn_groups: 8,
-            hidden: 64,
+            resnet_layers: [2, 2, 3],
+            resnet_width: 8,
+            gn_groups: 4,
+            hidden: 192,
             layers: 4,
-            heads: 4,
-            mlp_dim: 128,
+            heads: 6,
+            mlp_dim: 768,
             dropout: 0.1,
             attention_dropout: 0.0,
             decoder_head_channels: 64,

@@ -260,6 +260,78 @@ pub fn resize_position_embeddings(posemb: &Tensor, n_new: usize) -> Result<Tenso
         .to_kind(posemb.kind()))
 }
 
+/// The entries of an npz checkpoint being imported, with the names used so far.
+struct NpzEntries<'a> {
+    path: &'a Path,
+    file: HashMap<String, Tensor>,
+    used: BTreeSet<String>,
+}
+
+impl NpzEntries<'_> {
+    fn bad(&self, key: &str, reason: String) -> Error {
+        Error::BadTensor {
+            path: self.path.to_path_buf(),
+            name: key.to_string(),
+            reason,
+        }
+    }
+
+    /// The entry `key` as stored.
+    fn get(&mut self, key: &str) -> Result<Tensor> {
+        self.used.insert(key.to_string());
+        self.file
+            .get(key)
+            .map(Tensor::shallow_clone)
+            .ok_or_else(|| Error::MissingTensors {
+                path: self.path.to_path_buf(),
+                names: vec![key.to_string()],
+            })
+    }
+
+    /// The entry `key`, which must have `rank` dimensions.
+    fn with_rank(&mut self, key: &str, rank: usize) -> Result<Tensor> {
+        let t = self.get(key)?;
+        if t.dim() != rank {
+            return Err(self.bad(
+                key,
+                format!("expected {rank} dimensions, file has shape {:?}", t.size()),
+            ));
+        }
+        Ok(t)
+    }
+
+    /// A conv kernel, HWIO in the file, OIHW in the model.
+    fn conv(&mut self, key: &str) -> Result<Tensor> {
+        Ok(self.with_rank(key, 4)?.permute([3, 2, 0, 1]).contiguous())
+    }
+
+    /// A norm scale or a bias, flattened.
+    fn vector(&mut self, key: &str) -> Result<Tensor> {
+        Ok(self.get(key)?.reshape([-1]))
+    }
+
+    /// A dense kernel, `[in, out]` in the file, `[out, in]` in the model.
+    fn dense_kernel(&mut self, key: &str) -> Result<Tensor> {
+        Ok(self.with_rank(key, 2)?.tr().contiguous())
+    }
+
+    /// An attention kernel (`[C, heads, head_dim]` or `[heads, head_dim, C]`) as the
+    /// `[C, C]` weight of a linear layer of width `c`.
+    fn attention_kernel(&mut self, key: &str, c: i64) -> Result<Tensor> {
+        let t = self.get(key)?;
+        if t.numel() as i64 != c * c {
+            return Err(self.bad(
+                key,
+                format!(
+                    "shape {:?} does not hold a [{c}, {c}] kernel (hidden {c})",
+                    t.size()
+                ),
+            ));
+        }
+        Ok(t.reshape([c, c]).tr().contiguous())
+    }
+}
+
 /// Imports the ImageNet-21k `R50+ViT-B_16.npz` (or any npz with the same key scheme)
 /// into a full-width model built with `cfg` under `vs.root()`.
 ///
@@ -282,62 +354,54 @@ pub fn import_vit_npz(
 ) -> Result<ImportReport> {
     let path = path.as_ref();
     cfg.validate()?;
-    let file: HashMap<String, Tensor> = read_npz(path)?.into_iter().collect();
-    let vars = vs.variables();
-    let mut used = BTreeSet::new();
-    let mut report = ImportReport::default();
-    let mut get = |key: &str| -> Result<Tensor> {
-        used.insert(key.to_string());
-        file.get(key)
-            .map(Tensor::shallow_clone)
-            .ok_or_else(|| Error::MissingTensors {
-                path: path.to_path_buf(),
-                names: vec![key.to_string()],
-            })
+    let mut src = NpzEntries {
+        path,
+        file: read_npz(path)?.into_iter().collect(),
+        used: BTreeSet::new(),
     };
+    let vars = vs.variables();
+    let mut report = ImportReport::default();
     let mut pairs: Vec<(String, Tensor)> = Vec::new();
-    let hwio = |t: Tensor| t.permute([3, 2, 0, 1]).contiguous();
-    let flat = |t: Tensor| t.reshape([-1]);
 
     let hy = "transformer.embeddings.hybrid_model";
     pairs.push((
         format!("{hy}.root.conv.weight"),
-        hwio(get("conv_root/kernel")?),
+        src.conv("conv_root/kernel")?,
     ));
-    pairs.push((format!("{hy}.root.gn.weight"), flat(get("gn_root/scale")?)));
-    pairs.push((format!("{hy}.root.gn.bias"), flat(get("gn_root/bias")?)));
+    pairs.push((format!("{hy}.root.gn.weight"), src.vector("gn_root/scale")?));
+    pairs.push((format!("{hy}.root.gn.bias"), src.vector("gn_root/bias")?));
     for (s, &units) in cfg.resnet_layers.iter().enumerate() {
         for u in 1..=units {
-            let src = format!("block{}/unit{u}", s + 1);
+            let from = format!("block{}/unit{u}", s + 1);
             let dst = format!("{hy}.body.block{}.unit{u}", s + 1);
             for conv in ["conv1", "conv2", "conv3"] {
                 pairs.push((
                     format!("{dst}.{conv}.weight"),
-                    hwio(get(&format!("{src}/{conv}/kernel"))?),
+                    src.conv(&format!("{from}/{conv}/kernel"))?,
                 ));
             }
             for gn in ["gn1", "gn2", "gn3"] {
                 pairs.push((
                     format!("{dst}.{gn}.weight"),
-                    flat(get(&format!("{src}/{gn}/scale"))?),
+                    src.vector(&format!("{from}/{gn}/scale"))?,
                 ));
                 pairs.push((
                     format!("{dst}.{gn}.bias"),
-                    flat(get(&format!("{src}/{gn}/bias"))?),
+                    src.vector(&format!("{from}/{gn}/bias"))?,
                 ));
             }
             if vars.contains_key(&format!("{dst}.downsample.weight")) {
                 pairs.push((
                     format!("{dst}.downsample.weight"),
-                    hwio(get(&format!("{src}/conv_proj/kernel"))?),
+                    src.conv(&format!("{from}/conv_proj/kernel"))?,
                 ));
                 pairs.push((
                     format!("{dst}.gn_proj.weight"),
-                    flat(get(&format!("{src}/gn_proj/scale"))?),
+                    src.vector(&format!("{from}/gn_proj/scale"))?,
                 ));
                 pairs.push((
                     format!("{dst}.gn_proj.bias"),
-                    flat(get(&format!("{src}/gn_proj/bias"))?),
+                    src.vector(&format!("{from}/gn_proj/bias"))?,
                 ));
             }
         }
@@ -345,20 +409,20 @@ pub fn import_vit_npz(
     let emb = "transformer.embeddings";
     pairs.push((
         format!("{emb}.patch_embeddings.weight"),
-        hwio(get("embedding/kernel")?),
+        src.conv("embedding/kernel")?,
     ));
     pairs.push((
         format!("{emb}.patch_embeddings.bias"),
-        get("embedding/bias")?,
+        src.vector("embedding/bias")?,
     ));
-    let posemb = get("Transformer/posembed_input/pos_embedding")?;
+    let posemb = src.get("Transformer/posembed_input/pos_embedding")?;
     pairs.push((
         format!("{emb}.position_embeddings"),
         resize_position_embeddings(&posemb, cfg.num_tokens())?,
     ));
     let c = cfg.hidden as i64;
     for l in 0..cfg.layers {
-        let src = format!("Transformer/encoderblock_{l}");
+        let from = format!("Transformer/encoderblock_{l}");
         let dst = format!("transformer.encoder.layer.{l}");
         for (ln, to) in [
             ("LayerNorm_0", "attention_norm"),
@@ -366,53 +430,73 @@ pub fn import_vit_npz(
         ] {
             pairs.push((
                 format!("{dst}.{to}.weight"),
-                get(&format!("{src}/{ln}/scale"))?,
+                src.vector(&format!("{from}/{ln}/scale"))?,
             ));
             pairs.push((
                 format!("{dst}.{to}.bias"),
-                get(&format!("{src}/{ln}/bias"))?,
+                src.vector(&format!("{from}/{ln}/bias"))?,
             ));
         }
-        let att = format!("{src}/MultiHeadDotProductAttention_1");
+        let att = format!("{from}/MultiHeadDotProductAttention_1");
         for name in ["query", "key", "value", "out"] {
-            let k = get(&format!("{att}/{name}/kernel"))?;
             pairs.push((
                 format!("{dst}.attn.{name}.weight"),
-                k.reshape([c, c]).tr().contiguous(),
+                src.attention_kernel(&format!("{att}/{name}/kernel"), c)?,
             ));
             pairs.push((
                 format!("{dst}.attn.{name}.bias"),
-                flat(get(&format!("{att}/{name}/bias"))?),
+                src.vector(&format!("{att}/{name}/bias"))?,
             ));
         }
         for (dense, fc) in [("Dense_0", "fc1"), ("Dense_1", "fc2")] {
-            let k = get(&format!("{src}/MlpBlock_3/{dense}/kernel"))?;
-            pairs.push((format!("{dst}.ffn.{fc}.weight"), k.tr().contiguous()));
+            pairs.push((
+                format!("{dst}.ffn.{fc}.weight"),
+                src.dense_kernel(&format!("{from}/MlpBlock_3/{dense}/kernel"))?,
+            ));
             pairs.push((
                 format!("{dst}.ffn.{fc}.bias"),
-                get(&format!("{src}/MlpBlock_3/{dense}/bias"))?,
+                src.vector(&format!("{from}/MlpBlock_3/{dense}/bias"))?,
             ));
         }
     }
     pairs.push((
         "transformer.encoder.encoder_norm.weight".into(),
-        get("Transformer/encoder_norm/scale")?,
+        src.vector("Transformer/encoder_norm/scale")?,
     ));
     pairs.push((
         "transformer.encoder.encoder_norm.bias".into(),
-        get("Transformer/encoder_norm/bias")?,
+        src.vector("Transformer/encoder_norm/bias")?,
     ));
 
-    for (name, src) in &pairs {
+    // Every target and shape is checked before the first copy, so a file that does not
+    // fit the model leaves the model's values untouched.
+    let mut targets = Vec::with_capacity(pairs.len());
+    for (name, value) in &pairs {
         let var = vars.get(name).ok_or_else(|| {
             Error::Input(format!("model has no variable `{name}`; import_vit_npz needs a full-width model built under vs.root()"))
         })?;
-        assign(path, name, var, src)?;
+        if var.size() != value.size() {
+            return Err(Error::BadTensor {
+                path: path.to_path_buf(),
+                name: name.clone(),
+                reason: format!(
+                    "shape mismatch: model expects {:?}, file has {:?} (the file is \
+                     R50+ViT-B/16; the model's [model] table must match its widths)",
+                    var.size(),
+                    value.size()
+                ),
+            });
+        }
+        targets.push(var);
+    }
+    for ((name, value), var) in pairs.iter().zip(targets) {
+        assign(path, name, var, value)?;
         report.loaded.push(name.clone());
     }
-    let mut ignored: Vec<String> = file
+    let mut ignored: Vec<String> = src
+        .file
         .keys()
-        .filter(|k| !used.contains(*k))
+        .filter(|k| !src.used.contains(*k))
         .map(|k| format!("{k} (not used by TransUNet)"))
         .collect();
     ignored.sort();

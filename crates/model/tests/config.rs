@@ -54,14 +54,14 @@ fn invalid_configs_name_the_field() {
         ),
         (
             ModelConfig {
-                heads: 3,
+                heads: 5,
                 ..ModelConfig::tiny()
             },
             "heads",
         ),
         (
             ModelConfig {
-                resnet_width: 12,
+                resnet_width: 10,
                 ..ModelConfig::tiny()
             },
             "resnet_width",
@@ -88,7 +88,7 @@ fn invalid_configs_name_the_field() {
     let s = ModelConfig::tiny()
         .to_toml_string()
         .unwrap()
-        .replace("hidden = 64", "hidden = 64\nwidth = 3");
+        .replace("hidden = 192", "hidden = 192\nwidth = 3");
     let err = ModelConfig::from_toml_str(&s).unwrap_err().to_string();
     assert!(err.contains("width"), "{err}");
 }
@@ -99,7 +99,7 @@ fn arch_check_rejects_bad_indices() {
     let full = SubnetArch::full(&cfg);
     assert!(full.check(&cfg).is_ok() && full.is_full());
     let mut a = full.clone();
-    a.layers[1].head_dims[2] = vec![0, 16];
+    a.layers[1].head_dims[2] = vec![0, 32];
     assert!(
         a.check(&cfg)
             .unwrap_err()
@@ -181,22 +181,22 @@ fn index_lists_are_written_as_ranges_and_read_from_either_form() {
     arch.layers[1].tokens.clear();
     let s = arch.to_toml_string().unwrap();
     assert!(
-        s.contains(r#"head_dims = ["0-15", "0,2-4", "0-15", "0-15"]"#),
+        s.contains(r#"head_dims = ["0-31", "0,2-4", "0-31", "0-31", "0-31", "0-31"]"#),
         "{s}"
     );
     assert!(
-        s.contains(r#"tokens = """#) && s.contains(r#"mlp_units = "0-127""#),
+        s.contains(r#"tokens = """#) && s.contains(r#"mlp_units = "0-767""#),
         "{s}"
     );
     assert_eq!(SubnetArch::from_toml_str(&s).unwrap(), arch);
     // Integer arrays are accepted too.
     let arrays = s.replacen(
-        r#"mlp_units = "0-127""#,
-        &format!("mlp_units = {:?}", (0..128).collect::<Vec<_>>()),
+        r#"mlp_units = "0-767""#,
+        &format!("mlp_units = {:?}", (0..768).collect::<Vec<_>>()),
         1,
     );
     assert_eq!(SubnetArch::from_toml_str(&arrays).unwrap(), arch);
-    let bad = s.replacen(r#"mlp_units = "0-127""#, r#"mlp_units = "0-x""#, 1);
+    let bad = s.replacen(r#"mlp_units = "0-767""#, r#"mlp_units = "0-x""#, 1);
     assert!(
         SubnetArch::from_toml_str(&bad)
             .unwrap_err()

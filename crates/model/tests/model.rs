@@ -114,6 +114,30 @@ fn paper_preset_matches_official_implementation() {
     assert!(out.direction_field.is_none());
 }
 
+/// Share of the MACs per image spent in the transformer blocks.
+fn block_mac_share(cfg: &ModelConfig) -> f64 {
+    let c = count(cfg, None).unwrap();
+    let (_, blocks) = c.sum_prefix("transformer.encoder.layer.");
+    blocks as f64 / c.macs() as f64
+}
+
+#[test]
+fn tiny_preset_keeps_the_paper_models_mac_balance() {
+    // The paper's 30% whole-model MAC cut comes from the transformer, so the CPU preset
+    // must spend about the same share of its MACs there for the cut to be reachable.
+    let paper = block_mac_share(&ModelConfig::paper());
+    let tiny = block_mac_share(&ModelConfig::tiny());
+    assert!((paper - 0.595).abs() < 0.001, "paper share {paper}");
+    assert!(
+        (tiny - paper).abs() < 0.01,
+        "tiny share {tiny} vs paper {paper}"
+    );
+    assert_eq!(
+        count(&ModelConfig::tiny(), None).unwrap().params(),
+        2_058_060
+    );
+}
+
 #[test]
 fn tiny_forward_shapes_with_and_without_pixel_head() {
     for head in [PixelHead::None, PixelHead::DirectionField] {

@@ -252,8 +252,8 @@ fn npz_import_maps_official_keys() {
     );
     assert_eq!(
         max_diff(
-            &v("transformer.embeddings.hybrid_model.body.block3.unit9.gn2.bias"),
-            &e("block3/unit9/gn2/bias")
+            &v("transformer.embeddings.hybrid_model.body.block3.unit3.gn2.bias"),
+            &e("block3/unit3/gn2/bias")
         ),
         0.0
     );
@@ -334,10 +334,10 @@ fn npz_import_errors_name_the_key() {
     let path = dir.0.join("bad.npz");
     let (cfg, vs, _m) = tiny_model(1);
     let mut entries = write_vit_npz(&cfg, 6, &path);
-    entries.retain(|(k, _)| k != "block2/unit3/gn2/scale");
+    entries.retain(|(k, _)| k != "block2/unit2/gn2/scale");
     Tensor::write_npz(&entries, &path).unwrap();
     let err = import_vit_npz(&vs, &cfg, &path).unwrap_err().to_string();
-    assert!(err.contains("block2/unit3/gn2/scale"), "{err}");
+    assert!(err.contains("block2/unit2/gn2/scale"), "{err}");
     // A kernel of the wrong width names the variable and both shapes.
     let mut entries = write_vit_npz(&cfg, 6, &path);
     for (k, t) in entries.iter_mut() {
@@ -346,9 +346,27 @@ fn npz_import_errors_name_the_key() {
         }
     }
     Tensor::write_npz(&entries, &path).unwrap();
+    let before = vs.variables()["transformer.embeddings.hybrid_model.root.conv.weight"].copy();
     let err = import_vit_npz(&vs, &cfg, &path).unwrap_err().to_string();
     assert!(
-        err.contains("transformer.encoder.layer.1.ffn.fc1.weight") && err.contains("[7, 64]"),
+        err.contains("transformer.encoder.layer.1.ffn.fc1.weight") && err.contains("[7, 192]"),
+        "{err}"
+    );
+    // Shapes are checked before anything is copied: the model keeps its values.
+    let after = &vs.variables()["transformer.embeddings.hybrid_model.root.conv.weight"];
+    assert!(after.equal(&before));
+    // A kernel of the wrong rank is an error naming the entry, not a panic.
+    let mut entries = write_vit_npz(&cfg, 6, &path);
+    for (k, t) in entries.iter_mut() {
+        if k == "Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel" {
+            *t = Tensor::zeros([5, 3], (Kind::Float, Device::Cpu));
+        }
+    }
+    Tensor::write_npz(&entries, &path).unwrap();
+    let err = import_vit_npz(&vs, &cfg, &path).unwrap_err().to_string();
+    assert!(
+        err.contains("encoderblock_0/MultiHeadDotProductAttention_1/query/kernel")
+            && err.contains("[5, 3]"),
         "{err}"
     );
 }

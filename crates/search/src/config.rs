@@ -122,6 +122,11 @@ pub struct TrainConfig {
     pub threads: usize,
     /// Draw a progress line on stderr. Default true.
     pub progress: bool,
+    /// ImageNet-21k `R50+ViT-B_16.npz` (or an npz with its key scheme) imported into the
+    /// ResNet and transformer before the baseline is trained (TransUNet's initialisation);
+    /// the `[model]` widths must match the file. Baseline only: the search and the
+    /// fine-tuning start from trained weights. Default none (random initialisation).
+    pub pretrained: Option<PathBuf>,
 }
 
 impl Default for TrainConfig {
@@ -145,6 +150,7 @@ impl Default for TrainConfig {
             lambda_df: 1.0,
             threads: 0,
             progress: true,
+            pretrained: None,
         }
     }
 }
@@ -278,6 +284,33 @@ impl SearchConfig {
     }
 }
 
+/// The `[finetune]` table: the schedule of the fine-tuning of the compressed model, which
+/// otherwise trains like the search (`[search]` epochs and learning rate, else `[train]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct FinetuneConfig {
+    /// Epochs; `None`: `search.epochs`, else `train.epochs`. Default `None`.
+    pub epochs: Option<usize>,
+    /// Learning rate of the weights; `None`: `search.lr`, else `train.lr`. Default `None`.
+    pub lr: Option<f64>,
+}
+
+impl FinetuneConfig {
+    /// Checks every value.
+    pub fn validate(&self) -> Result<()> {
+        if self.epochs == Some(0) {
+            return Err(Error::config(
+                "finetune.epochs",
+                "must be positive, found 0",
+            ));
+        }
+        if let Some(lr) = self.lr {
+            positive("finetune.lr", lr)?;
+        }
+        Ok(())
+    }
+}
+
 /// Which patients form the training, validation and test sets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
@@ -356,6 +389,9 @@ pub struct RunConfig {
     /// Threshold selection; used after the search stage.
     #[serde(default)]
     pub select: SelectConfig,
+    /// Fine-tuning schedule; used by the fine-tuning stage.
+    #[serde(default)]
+    pub finetune: FinetuneConfig,
 }
 
 impl RunConfig {
@@ -367,6 +403,7 @@ impl RunConfig {
             train: TrainConfig::default(),
             search: SearchConfig::default(),
             select: SelectConfig::default(),
+            finetune: FinetuneConfig::default(),
         }
     }
 
@@ -383,12 +420,26 @@ impl RunConfig {
         c
     }
 
+    /// The configuration the fine-tuning trains with: `[train]` with the epochs and
+    /// learning rate of `[finetune]`, else of `[search]`, where given.
+    pub fn for_finetune(&self) -> RunConfig {
+        let mut c = self.for_search();
+        if let Some(e) = self.finetune.epochs {
+            c.train.epochs = e;
+        }
+        if let Some(lr) = self.finetune.lr {
+            c.train.lr = lr;
+        }
+        c
+    }
+
     /// Checks every table.
     pub fn validate(&self) -> Result<()> {
         self.model.validate()?;
         self.train.validate()?;
         self.search.validate()?;
-        self.select.validate()
+        self.select.validate()?;
+        self.finetune.validate()
     }
 
     /// Parses and validates a TOML document.
@@ -416,6 +467,17 @@ impl RunConfig {
         let path = path.as_ref();
         let s = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         Self::parse(&s, path)
+    }
+
+    /// The configuration as far as it decides results, as TOML: the run-time keys (device,
+    /// CPU threads, progress line) are normalised, so a run continued on another device
+    /// or with other threads counts as the same run.
+    pub fn result_identity(&self) -> Result<String> {
+        let mut c = self.clone();
+        c.train.device = DeviceChoice::Auto;
+        c.train.threads = 0;
+        c.train.progress = true;
+        c.to_toml_string()
     }
 
     /// Serialises as TOML.

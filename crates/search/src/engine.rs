@@ -167,6 +167,10 @@ struct TrainerState {
     optimizer_steps: u64,
     amp_scale: f64,
     amp_good_steps: u64,
+    /// Device of the run that wrote the state (`Cpu`, `Cuda(0)`).
+    device: String,
+    /// Whether that run used mixed precision.
+    amp: bool,
     best_val_dice: Option<f64>,
     best_epoch: Option<usize>,
     seconds: f64,
@@ -479,7 +483,7 @@ pub fn train(
         )));
     }
     let max_it = per_epoch * tc.epochs;
-    let config_text = cfg.to_toml_string()?;
+    let config_text = cfg.result_identity()?;
 
     let mut state = TrainerState {
         config: config_text.clone(),
@@ -488,6 +492,8 @@ pub fn train(
         optimizer_steps: 0,
         amp_scale: if amp { 65536.0 } else { 1.0 },
         amp_good_steps: 0,
+        device: format!("{device:?}"),
+        amp,
         best_val_dice: None,
         best_epoch: None,
         seconds: 0.0,
@@ -505,7 +511,24 @@ pub fn train(
                 });
             }
             resumed_from = Some(s.epochs_done);
-            state = s;
+            if s.device != state.device || s.amp != amp {
+                // The weights and optimiser moments carry over; the loss scale belongs to
+                // the precision of this run.
+                eprintln!(
+                    "  resuming a checkpoint of {} (amp {}) on {} (amp {amp}): the run \
+                     continues, with rounding that differs from an uninterrupted run",
+                    s.device, s.amp, state.device
+                );
+                state = TrainerState {
+                    amp_scale: state.amp_scale,
+                    amp_good_steps: 0,
+                    device: state.device,
+                    amp,
+                    ..s
+                };
+            } else {
+                state = s;
+            }
         }
     }
     cfg.save_toml(dir.config())?;

@@ -3,7 +3,7 @@
 //! [`SubnetSpec`]. See `shared/DESIGN.md`, section Search.
 //!
 //! - [`config`]: [`RunConfig`] (TOML: `[model]` unchanged plus `[data]`, `[train]`,
-//!   `[search]`, `[select]`), validated once, unknown keys rejected.
+//!   `[search]`, `[select]`, `[finetune]`), validated once, unknown keys rejected.
 //! - [`loss`]: 0.5 CE + 0.5 Dice (TransUNet's form), direction-field loss, sparsity.
 //! - [`optim`]: SGD / AdamW with parameter groups and checkpointable state.
 //! - [`engine`]: [`train`], checkpoints every epoch, exact resume, CSV logs, metrics.

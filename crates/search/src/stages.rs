@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use slimseg_model::weights::load_safetensors;
+use slimseg_model::weights::{import_vit_npz, load_safetensors};
 use slimseg_model::{GateMode, ModelConfig, TransUnet};
 use tch::{Device, nn};
 
@@ -50,7 +50,8 @@ impl Network {
     }
 }
 
-/// Trains the baseline (gates off) into `dir`.
+/// Trains the baseline (gates off) into `dir`, from the `train.pretrained` checkpoint
+/// when one is set (a resumed run continues from its checkpoint instead).
 pub fn run_baseline(
     cfg: &RunConfig,
     cohort: &Cohort,
@@ -59,6 +60,18 @@ pub fn run_baseline(
 ) -> Result<(Network, TrainMetrics)> {
     let device = cfg.train.device.device()?;
     let net = Network::new(&cfg.model, device, cfg.train.seed)?;
+    if let Some(path) = &cfg.train.pretrained {
+        let report = import_vit_npz(&net.vs, &cfg.model, path)?;
+        if cfg.train.progress {
+            eprintln!(
+                "  pretrained: {} tensors from {} ({} model tensors not in the file keep \
+                 their initialisation)",
+                report.loaded.len(),
+                path.display(),
+                report.not_in_file.len()
+            );
+        }
+    }
     let data = TrainData {
         train: &cohort.train,
         val: &cohort.val,

@@ -74,7 +74,7 @@ fn vit_slim_sparsity_is_weighted_sum_of_l1_norms_at_init() {
     let f = sparsity_factors(&cfg, &search);
     assert_eq!(f, (2e-4, 5e-5, 1e-4));
     // At init: attention and MLP gates are 1, token scores 3 (|tanh 3| each).
-    let (l, h, m, n) = (4.0, 64.0, 128.0, 36.0);
+    let (l, h, m, n) = (4.0, 192.0, 768.0, 36.0);
     let want = 2e-4 * l * h + 5e-5 * l * m + 1e-4 * l * n * 3f64.tanh();
     let got = sparsity_loss(&gates, f)
         .to_kind(Kind::Double)
@@ -94,11 +94,11 @@ fn cost_aware_factors_are_proportional_to_macs_with_the_requested_mean() {
     let (a, m, t) = gate_macs(&cfg);
     assert!((fa / fm - a as f64 / m as f64).abs() < 1e-9);
     assert!((ft / fm - t as f64 / m as f64).abs() < 1e-9);
-    let (na, nm, nt) = (4.0 * 64.0, 4.0 * 128.0, 4.0 * 36.0);
+    let (na, nm, nt) = (4.0 * 192.0, 4.0 * 768.0, 4.0 * 36.0);
     let mean = (fa * na + fm * nm + ft * nt) / (na + nm + nt);
     assert!((mean - 1e-3).abs() < 1e-12, "mean factor {mean}");
-    // Hand values for tiny (hidden 64, 36 tokens, MLP 128): an attention dim controls
-    // 36 * 4 * 64 (projections) + 2 * 36^2 (both attention matmuls) MACs.
-    assert_eq!(a, 36 * 4 * 64 + 2 * 36 * 36);
-    assert_eq!(m, 36 * 2 * 64);
+    // Hand values for tiny (hidden 192, 36 tokens, MLP 768): an attention dim controls
+    // 36 * 4 * 192 (projections) + 2 * 36^2 (both attention matmuls) MACs.
+    assert_eq!(a, 36 * 4 * 192 + 2 * 36 * 36);
+    assert_eq!(m, 36 * 2 * 192);
 }

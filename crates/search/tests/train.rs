@@ -3,7 +3,7 @@
 
 mod common;
 
-use slimseg_search::config::SparsityKind;
+use slimseg_search::config::{DeviceChoice, SparsityKind};
 use slimseg_search::stages::Network;
 use slimseg_search::{EvalOptions, StageDir, TrainData, TrainOptions, evaluate, train};
 use tch::Device;
@@ -103,7 +103,7 @@ fn evaluation_scores_every_volume_and_class_with_hd95_on_request() {
 }
 
 #[test]
-fn resuming_with_another_configuration_is_refused() {
+fn resuming_with_another_configuration_is_refused_but_not_on_other_threads() {
     let tmp = common::temp_dir("train-mismatch");
     let (train_set, _) = common::tiny_data(&tmp, 4);
     let cfg = common::tiny_config(2);
@@ -118,6 +118,13 @@ fn resuming_with_another_configuration_is_refused() {
         stop_after_epochs: Some(1),
     };
     train(&net.vs, &net.model, data, &cfg, &dir, &stop).unwrap();
+    // Run-time keys do not make another configuration: the run continues.
+    let mut same = cfg.clone();
+    same.train.device = DeviceChoice::Auto;
+    same.train.threads = 2;
+    same.train.progress = true;
+    let m = train(&net.vs, &net.model, data, &same, &dir, &stop).unwrap();
+    assert_eq!(m.resumed_from_epoch, Some(1));
     let mut other = cfg.clone();
     other.train.lr *= 2.0;
     let err = train(
