@@ -253,6 +253,36 @@ fn pipeline_end_to_end() {
     assert_eq!(info_in["shape"], info_out["shape"]);
     assert_eq!(info_in["spacing"], info_out["spacing"]);
     assert_eq!(info_out["datatype"], "uint8");
+    // The written labels score what the report says for this volume (same resize).
+    let pred = slimseg_data::nii::read_labels(&out).unwrap();
+    let gt = slimseg_data::nii::read_labels(
+        &run.join("data/testing/patient101/patient101_frame01_gt.nii.gz"),
+    )
+    .unwrap();
+    let scores = json(&run.join("finetuned/eval.json"));
+    let reported = scores["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["patient"] == 101 && v["phase"] == "ED")
+        .expect("patient 101 ED is scored");
+    for k in 1..=3u8 {
+        let p = pred.data.mapv(|x| x == k);
+        let g = gt.data.mapv(|x| x == k);
+        // TransUNet's convention: an empty prediction scores 0, an empty truth 1.
+        let d = if !p.iter().any(|&v| v) {
+            0.0
+        } else if !g.iter().any(|&v| v) {
+            1.0
+        } else {
+            slimseg_data::metrics::dice(p.view(), g.view()).unwrap()
+        };
+        let want = reported["dice"][usize::from(k - 1)].as_f64().unwrap();
+        assert!(
+            (d - want).abs() < 1e-9,
+            "class {k}: file {d}, eval.json {want}"
+        );
+    }
 
     // info: per-block kept widths of the compressed model.
     let info = json_stdout(&["info", "--run", r, "--stage", "compressed", "--json"]);

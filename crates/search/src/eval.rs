@@ -5,8 +5,9 @@ use serde::{Deserialize, Serialize};
 use slimseg_data::Phase;
 use slimseg_data::acdc::CLASS_NAMES;
 use slimseg_data::metrics::{Convention, dice, evaluate_volume, mean_defined};
+use slimseg_data::pipeline::resize_cubic;
 use slimseg_model::TransUnet;
-use slimseg_model::infer::predict_volume;
+use slimseg_model::infer::predict_volume_with;
 
 use crate::data::EvalVolume;
 use crate::error::Result;
@@ -76,7 +77,9 @@ fn dice_by_convention(
     }
 }
 
-/// Predicts every volume with `model` (eval mode, no gradients) and scores it.
+/// Predicts every volume with `model` (eval mode, no gradients) and scores it. Slices are
+/// resized with the data pipeline's cubic resize, as the training slices were (and as
+/// `slimseg predict` does), so reported scores are those of the written predictions.
 pub fn evaluate(
     model: &TransUnet,
     volumes: &[EvalVolume],
@@ -84,7 +87,9 @@ pub fn evaluate(
 ) -> Result<EvalReport> {
     let mut scores = Vec::with_capacity(volumes.len());
     for v in volumes {
-        let pred = predict_volume(model, v.image.view(), opts.batch)?;
+        let pred = predict_volume_with(model, v.image.view(), opts.batch, |s, size| {
+            resize_cubic(s, size, size)
+        })?;
         let score = if opts.hd95 {
             let m = evaluate_volume(pred.view(), v.labels.view(), v.spacing, opts.convention)?;
             VolumeScore {
