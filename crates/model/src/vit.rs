@@ -25,8 +25,64 @@ pub(crate) struct Attention {
     out: Linear,
     /// Kept dims of each head (all `head_dim` in the full model).
     head_widths: Vec<usize>,
+    /// Heads of unequal kept widths run as one batch of heads zero-padded to the widest.
+    padding: Option<HeadPadding>,
     scale: f64,
     dropout: f64,
+}
+
+/// Column maps between the concatenated kept head dims (`sum w_h` columns) and the
+/// zero-padded heads (`heads x max w_h`). Zero dims leave `Q K^T` unchanged and give zero
+/// output columns, which are dropped, so the result equals head-by-head attention.
+#[derive(Debug)]
+struct HeadPadding {
+    /// Active heads (kept width > 0).
+    heads: i64,
+    /// Widest kept head.
+    width: i64,
+    /// For each padded column, its source column; `sum w_h` selects an appended zero.
+    gather: Tensor,
+    /// For each kept column, its position among the padded output columns.
+    scatter: Tensor,
+}
+
+impl HeadPadding {
+    /// The padding for `head_widths`, or `None` when the active heads are all equally wide.
+    fn new(head_widths: &[usize]) -> Option<Self> {
+        let active: Vec<usize> = head_widths.iter().copied().filter(|&w| w > 0).collect();
+        let width = *active.iter().max()?;
+        if active.iter().all(|&w| w == width) {
+            return None;
+        }
+        let total: usize = active.iter().sum();
+        let (mut gather, mut scatter) = (Vec::new(), Vec::new());
+        let mut off = 0;
+        for (h, &w) in active.iter().enumerate() {
+            gather.extend((0..width).map(|j| if j < w { off + j } else { total } as i64));
+            scatter.extend((0..w).map(|j| (h * width + j) as i64));
+            off += w;
+        }
+        Some(HeadPadding {
+            heads: active.len() as i64,
+            width: width as i64,
+            gather: Tensor::from_slice(&gather),
+            scatter: Tensor::from_slice(&scatter),
+        })
+    }
+
+    /// `[B, N, sum w_h]` -> `[B, N, heads, width]` with zeros in the padding.
+    fn pad(&self, t: &Tensor) -> Tensor {
+        let (b, n, _) = t.size3().expect("3-d q/k/v");
+        let zero = t.zeros_like().narrow(2, 0, 1);
+        Tensor::cat(&[t, &zero], 2)
+            .index_select(2, &self.gather.to_device(t.device()))
+            .view([b, n, self.heads, self.width])
+    }
+
+    /// `[B, N, heads * width]` -> `[B, N, sum w_h]`.
+    fn unpad(&self, t: &Tensor) -> Tensor {
+        t.index_select(2, &self.scatter.to_device(t.device()))
+    }
 }
 
 impl Attention {
@@ -37,6 +93,7 @@ impl Attention {
             key: Linear::new(&(p / "key"), cfg.hidden, width),
             value: Linear::new(&(p / "value"), cfg.hidden, width),
             out: Linear::new(&(p / "out"), width, cfg.hidden),
+            padding: HeadPadding::new(&head_widths),
             head_widths,
             scale: 1.0 / (cfg.head_dim() as f64).sqrt(),
             dropout: cfg.attention_dropout,
@@ -85,38 +142,29 @@ impl Attention {
             self.key.forward(xs),
             self.value.forward(xs),
         );
-        let active: Vec<(usize, usize)> = {
-            let mut off = 0;
-            self.head_widths
-                .iter()
-                .filter_map(|&w| {
-                    let r = (w > 0).then_some((off, w));
-                    off += w;
-                    r
-                })
-                .collect()
-        };
-        let ctx = if active.is_empty() {
-            q // [B, N, 0]
-        } else if active.iter().all(|&(_, w)| w == active[0].1) {
-            let (h, d) = (active.len() as i64, active[0].1 as i64);
-            // Gates exist only on the full-width model, where every head is active, so
-            // `z [heads, head_dim]` broadcasts over `[B, N, heads, head_dim]`.
-            let gated = |t: Tensor| match gate {
-                Some(z) => t.view([b, n, h, d]) * z,
-                None => t.view([b, n, h, d]),
-            };
-            self.heads_attention(&gated(q), &gated(k), &gated(v), key_w, train)
+        let ctx = if let Some(p) = &self.padding {
+            let ctx = self.heads_attention(&p.pad(&q), &p.pad(&k), &p.pad(&v), key_w, train);
+            p.unpad(&ctx)
         } else {
-            let parts: Vec<Tensor> = active
+            let active: Vec<usize> = self
+                .head_widths
                 .iter()
-                .map(|&(off, w)| {
-                    let s =
-                        |t: &Tensor| t.narrow(2, off as i64, w as i64).view([b, n, 1, w as i64]);
-                    self.heads_attention(&s(&q), &s(&k), &s(&v), key_w, train)
-                })
+                .copied()
+                .filter(|&w| w > 0)
                 .collect();
-            Tensor::cat(&parts, 2)
+            match active.first() {
+                None => q, // [B, N, 0]
+                Some(&d) => {
+                    let (h, d) = (active.len() as i64, d as i64);
+                    // Gates exist only on the full-width model, where every head is active,
+                    // so `z [heads, head_dim]` broadcasts over `[B, N, heads, head_dim]`.
+                    let gated = |t: Tensor| match gate {
+                        Some(z) => t.view([b, n, h, d]) * z,
+                        None => t.view([b, n, h, d]),
+                    };
+                    self.heads_attention(&gated(q), &gated(k), &gated(v), key_w, train)
+                }
+            }
         };
         self.out.forward(&ctx).dropout(self.dropout, train)
     }
@@ -309,5 +357,27 @@ impl Transformer {
             x = block.forward_t(&x, &gates(l)?, train);
         }
         Ok((self.encoder_norm.forward(&x), features))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HeadPadding;
+    use tch::{Kind, Tensor};
+
+    #[test]
+    fn head_padding_maps_kept_columns_to_zero_padded_heads_and_back() {
+        assert!(HeadPadding::new(&[3, 3, 0, 3]).is_none());
+        assert!(HeadPadding::new(&[0, 0]).is_none());
+        // Heads of widths 2, 0 (dropped) and 3: padded to 2 heads of 3.
+        let p = HeadPadding::new(&[2, 0, 3]).unwrap();
+        assert_eq!((p.heads, p.width), (2, 3));
+        let x = Tensor::from_slice(&[1f32, 2., 3., 4., 5.]).view([1, 1, 5]);
+        let padded = p.pad(&x);
+        assert_eq!(padded.size(), [1, 1, 2, 3]);
+        let want = Tensor::from_slice(&[1f32, 2., 0., 3., 4., 5.]).view([1, 1, 2, 3]);
+        assert!(padded.equal(&want));
+        let back = p.unpad(&padded.view([1, 1, 6]));
+        assert!(back.equal(&x.to_kind(Kind::Float)));
     }
 }
