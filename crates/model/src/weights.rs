@@ -468,8 +468,8 @@ pub fn import_vit_npz(
         src.vector("Transformer/encoder_norm/bias")?,
     ));
 
-    // Every target and shape is checked before the first copy, so a file that does not
-    // fit the model leaves the model's values untouched.
+    // Every target, shape and dtype is checked before the first copy, so a file that does
+    // not fit the model leaves the model's values untouched.
     let mut targets = Vec::with_capacity(pairs.len());
     for (name, value) in &pairs {
         let var = vars.get(name).ok_or_else(|| {
@@ -484,6 +484,17 @@ pub fn import_vit_npz(
                      R50+ViT-B/16; the model's [model] table must match its widths)",
                     var.size(),
                     value.size()
+                ),
+            });
+        }
+        if value.kind() != var.kind() && !(is_float(value.kind()) && is_float(var.kind())) {
+            return Err(Error::BadTensor {
+                path: path.to_path_buf(),
+                name: name.clone(),
+                reason: format!(
+                    "dtype mismatch: model expects {:?}, file has {:?}",
+                    var.kind(),
+                    value.kind()
                 ),
             });
         }

@@ -355,6 +355,21 @@ fn npz_import_errors_name_the_key() {
     // Shapes are checked before anything is copied: the model keeps its values.
     let after = &vs.variables()["transformer.embeddings.hybrid_model.root.conv.weight"];
     assert!(after.equal(&before));
+    // An integer entry is refused before anything is copied too.
+    let mut entries = write_vit_npz(&cfg, 6, &path);
+    for (k, t) in entries.iter_mut() {
+        if k == "Transformer/encoder_norm/bias" {
+            *t = Tensor::zeros([cfg.hidden as i64], (Kind::Int64, Device::Cpu));
+        }
+    }
+    Tensor::write_npz(&entries, &path).unwrap();
+    let err = import_vit_npz(&vs, &cfg, &path).unwrap_err().to_string();
+    assert!(
+        err.contains("encoder_norm.bias") && err.contains("dtype"),
+        "{err}"
+    );
+    let after = &vs.variables()["transformer.embeddings.hybrid_model.root.conv.weight"];
+    assert!(after.equal(&before));
     // A kernel of the wrong rank is an error naming the entry, not a panic.
     let mut entries = write_vit_npz(&cfg, 6, &path);
     for (k, t) in entries.iter_mut() {
