@@ -33,36 +33,41 @@ fn is_float(k: Kind) -> bool {
     matches!(k, Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16)
 }
 
-/// Copies `src` into the variable `name`, checking shape and dtype.
-fn assign(path: &Path, name: &str, var: &Tensor, src: &Tensor) -> Result<()> {
-    if var.size() != src.size() {
-        return Err(Error::BadTensor {
-            path: path.to_path_buf(),
-            name: name.to_string(),
-            reason: format!(
-                "shape mismatch: model expects {:?}, file has {:?}",
-                var.size(),
-                src.size()
-            ),
-        });
-    }
-    let src = if src.kind() == var.kind() {
-        src.shallow_clone()
-    } else if is_float(src.kind()) && is_float(var.kind()) {
-        src.to_kind(var.kind())
-    } else {
-        return Err(Error::BadTensor {
-            path: path.to_path_buf(),
-            name: name.to_string(),
-            reason: format!(
-                "dtype mismatch: model expects {:?}, file has {:?}",
-                var.kind(),
-                src.kind()
-            ),
-        });
+/// Copies every `(name, variable, value)`, converting float precisions, after checking
+/// all of them: nothing is copied unless every shape and dtype fits, so a bad file leaves
+/// the model's values untouched. `shape_hint` is appended to a shape mismatch's reason.
+fn assign_all(path: &Path, items: &[(&str, &Tensor, &Tensor)], shape_hint: &str) -> Result<()> {
+    let bad = |name: &str, reason: String| Error::BadTensor {
+        path: path.to_path_buf(),
+        name: name.to_string(),
+        reason,
     };
-    let mut dst = var.shallow_clone();
-    tch::no_grad(|| dst.f_copy_(&src))?;
+    for &(name, var, src) in items {
+        if var.size() != src.size() {
+            return Err(bad(
+                name,
+                format!(
+                    "shape mismatch: model expects {:?}, file has {:?}{shape_hint}",
+                    var.size(),
+                    src.size()
+                ),
+            ));
+        }
+        if src.kind() != var.kind() && !(is_float(src.kind()) && is_float(var.kind())) {
+            return Err(bad(
+                name,
+                format!(
+                    "dtype mismatch: model expects {:?}, file has {:?}",
+                    var.kind(),
+                    src.kind()
+                ),
+            ));
+        }
+    }
+    for &(_, var, src) in items {
+        let mut dst = var.shallow_clone();
+        tch::no_grad(|| dst.f_copy_(&src.to_kind(var.kind())))?;
+    }
     Ok(())
 }
 
@@ -137,24 +142,11 @@ pub fn load_safetensors(vs: &VarStore, path: impl AsRef<Path>) -> Result<()> {
             names: first20(unexpected),
         });
     }
-    for (name, var) in &vars {
-        let src = &file[name];
-        if var.size() != src.size() {
-            return Err(Error::BadTensor {
-                path: path.to_path_buf(),
-                name: name.clone(),
-                reason: format!(
-                    "shape mismatch: model expects {:?}, file has {:?}",
-                    var.size(),
-                    src.size()
-                ),
-            });
-        }
-    }
-    for (name, var) in &vars {
-        assign(path, name, var, &file[name])?;
-    }
-    Ok(())
+    let items: Vec<(&str, &Tensor, &Tensor)> = vars
+        .iter()
+        .map(|(name, var)| (name.as_str(), var, &file[name]))
+        .collect();
+    assign_all(path, &items, "")
 }
 
 /// Loads an official TransUNet `state_dict` converted to safetensors (see
@@ -202,10 +194,12 @@ pub fn load_official_state_dict(vs: &VarStore, path: impl AsRef<Path>) -> Result
             names: first20(m),
         });
     }
-    for (name, src) in &file {
-        assign(path, name, &vars[name], src)?;
-        report.loaded.push(name.clone());
-    }
+    let items: Vec<(&str, &Tensor, &Tensor)> = file
+        .iter()
+        .map(|(name, src)| (name.as_str(), &vars[name], src))
+        .collect();
+    assign_all(path, &items, "")?;
+    report.loaded = file.keys().cloned().collect();
     report.not_in_file = vars
         .keys()
         .filter(|k| !file.contains_key(*k))
@@ -468,42 +462,19 @@ pub fn import_vit_npz(
         src.vector("Transformer/encoder_norm/bias")?,
     ));
 
-    // Every target, shape and dtype is checked before the first copy, so a file that does
-    // not fit the model leaves the model's values untouched.
-    let mut targets = Vec::with_capacity(pairs.len());
+    let mut items = Vec::with_capacity(pairs.len());
     for (name, value) in &pairs {
         let var = vars.get(name).ok_or_else(|| {
             Error::Input(format!("model has no variable `{name}`; import_vit_npz needs a full-width model built under vs.root()"))
         })?;
-        if var.size() != value.size() {
-            return Err(Error::BadTensor {
-                path: path.to_path_buf(),
-                name: name.clone(),
-                reason: format!(
-                    "shape mismatch: model expects {:?}, file has {:?} (the file is \
-                     R50+ViT-B/16; the model's [model] table must match its widths)",
-                    var.size(),
-                    value.size()
-                ),
-            });
-        }
-        if value.kind() != var.kind() && !(is_float(value.kind()) && is_float(var.kind())) {
-            return Err(Error::BadTensor {
-                path: path.to_path_buf(),
-                name: name.clone(),
-                reason: format!(
-                    "dtype mismatch: model expects {:?}, file has {:?}",
-                    var.kind(),
-                    value.kind()
-                ),
-            });
-        }
-        targets.push(var);
+        items.push((name.as_str(), var, value));
     }
-    for ((name, value), var) in pairs.iter().zip(targets) {
-        assign(path, name, var, value)?;
-        report.loaded.push(name.clone());
-    }
+    assign_all(
+        path,
+        &items,
+        " (the file is R50+ViT-B/16; the model's [model] table must match its widths)",
+    )?;
+    report.loaded = pairs.iter().map(|(name, _)| name.clone()).collect();
     let mut ignored: Vec<String> = src
         .file
         .keys()

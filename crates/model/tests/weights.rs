@@ -338,47 +338,45 @@ fn npz_import_errors_name_the_key() {
     Tensor::write_npz(&entries, &path).unwrap();
     let err = import_vit_npz(&vs, &cfg, &path).unwrap_err().to_string();
     assert!(err.contains("block2/unit2/gn2/scale"), "{err}");
+    // The import error of a file whose entry `key` is replaced by `value`.
+    let import_with = |key: &str, value: Tensor| {
+        let mut entries = write_vit_npz(&cfg, 6, &path);
+        let (_, t) = entries
+            .iter_mut()
+            .find(|(k, _)| k == key)
+            .expect("key exists");
+        *t = value;
+        Tensor::write_npz(&entries, &path).unwrap();
+        import_vit_npz(&vs, &cfg, &path).unwrap_err().to_string()
+    };
+    let root = || vs.variables()["transformer.embeddings.hybrid_model.root.conv.weight"].copy();
+    let before = root();
     // A kernel of the wrong width names the variable and both shapes.
-    let mut entries = write_vit_npz(&cfg, 6, &path);
-    for (k, t) in entries.iter_mut() {
-        if k == "Transformer/encoderblock_1/MlpBlock_3/Dense_0/kernel" {
-            *t = Tensor::zeros([cfg.hidden as i64, 7], (Kind::Float, Device::Cpu));
-        }
-    }
-    Tensor::write_npz(&entries, &path).unwrap();
-    let before = vs.variables()["transformer.embeddings.hybrid_model.root.conv.weight"].copy();
-    let err = import_vit_npz(&vs, &cfg, &path).unwrap_err().to_string();
+    let err = import_with(
+        "Transformer/encoderblock_1/MlpBlock_3/Dense_0/kernel",
+        Tensor::zeros([cfg.hidden as i64, 7], (Kind::Float, Device::Cpu)),
+    );
     assert!(
         err.contains("transformer.encoder.layer.1.ffn.fc1.weight") && err.contains("[7, 192]"),
         "{err}"
     );
     // Shapes are checked before anything is copied: the model keeps its values.
-    let after = &vs.variables()["transformer.embeddings.hybrid_model.root.conv.weight"];
-    assert!(after.equal(&before));
+    assert!(root().equal(&before));
     // An integer entry is refused before anything is copied too.
-    let mut entries = write_vit_npz(&cfg, 6, &path);
-    for (k, t) in entries.iter_mut() {
-        if k == "Transformer/encoder_norm/bias" {
-            *t = Tensor::zeros([cfg.hidden as i64], (Kind::Int64, Device::Cpu));
-        }
-    }
-    Tensor::write_npz(&entries, &path).unwrap();
-    let err = import_vit_npz(&vs, &cfg, &path).unwrap_err().to_string();
+    let err = import_with(
+        "Transformer/encoder_norm/bias",
+        Tensor::zeros([cfg.hidden as i64], (Kind::Int64, Device::Cpu)),
+    );
     assert!(
         err.contains("encoder_norm.bias") && err.contains("dtype"),
         "{err}"
     );
-    let after = &vs.variables()["transformer.embeddings.hybrid_model.root.conv.weight"];
-    assert!(after.equal(&before));
+    assert!(root().equal(&before));
     // A kernel of the wrong rank is an error naming the entry, not a panic.
-    let mut entries = write_vit_npz(&cfg, 6, &path);
-    for (k, t) in entries.iter_mut() {
-        if k == "Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel" {
-            *t = Tensor::zeros([5, 3], (Kind::Float, Device::Cpu));
-        }
-    }
-    Tensor::write_npz(&entries, &path).unwrap();
-    let err = import_vit_npz(&vs, &cfg, &path).unwrap_err().to_string();
+    let err = import_with(
+        "Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel",
+        Tensor::zeros([5, 3], (Kind::Float, Device::Cpu)),
+    );
     assert!(
         err.contains("encoderblock_0/MultiHeadDotProductAttention_1/query/kernel")
             && err.contains("[5, 3]"),
