@@ -47,8 +47,10 @@ struct HeadPadding {
 }
 
 impl HeadPadding {
-    /// The padding for `head_widths`, or `None` when the active heads are all equally wide.
-    fn new(head_widths: &[usize]) -> Option<Self> {
+    /// The padding for `head_widths` with its maps on `device` (moved along in `pad` and
+    /// `unpad` if the variables move), or `None` when the active heads are all equally
+    /// wide.
+    fn new(head_widths: &[usize], device: tch::Device) -> Option<Self> {
         let active: Vec<usize> = head_widths.iter().copied().filter(|&w| w > 0).collect();
         let width = *active.iter().max()?;
         if active.iter().all(|&w| w == width) {
@@ -65,15 +67,15 @@ impl HeadPadding {
         Some(HeadPadding {
             heads: active.len() as i64,
             width: width as i64,
-            gather: Tensor::from_slice(&gather),
-            scatter: Tensor::from_slice(&scatter),
+            gather: Tensor::from_slice(&gather).to_device(device),
+            scatter: Tensor::from_slice(&scatter).to_device(device),
         })
     }
 
     /// `[B, N, sum w_h]` -> `[B, N, heads, width]` with zeros in the padding.
     fn pad(&self, t: &Tensor) -> Tensor {
         let (b, n, _) = t.size3().expect("3-d q/k/v");
-        let zero = t.zeros_like().narrow(2, 0, 1);
+        let zero = Tensor::zeros([b, n, 1], (t.kind(), t.device()));
         Tensor::cat(&[t, &zero], 2)
             .index_select(2, &self.gather.to_device(t.device()))
             .view([b, n, self.heads, self.width])
@@ -93,7 +95,7 @@ impl Attention {
             key: Linear::new(&(p / "key"), cfg.hidden, width),
             value: Linear::new(&(p / "value"), cfg.hidden, width),
             out: Linear::new(&(p / "out"), width, cfg.hidden),
-            padding: HeadPadding::new(&head_widths),
+            padding: HeadPadding::new(&head_widths, p.device()),
             head_widths,
             scale: 1.0 / (cfg.head_dim() as f64).sqrt(),
             dropout: cfg.attention_dropout,
@@ -363,14 +365,14 @@ impl Transformer {
 #[cfg(test)]
 mod tests {
     use super::HeadPadding;
-    use tch::{Kind, Tensor};
+    use tch::{Device, Kind, Tensor};
 
     #[test]
     fn head_padding_maps_kept_columns_to_zero_padded_heads_and_back() {
-        assert!(HeadPadding::new(&[3, 3, 0, 3]).is_none());
-        assert!(HeadPadding::new(&[0, 0]).is_none());
+        assert!(HeadPadding::new(&[3, 3, 0, 3], Device::Cpu).is_none());
+        assert!(HeadPadding::new(&[0, 0], Device::Cpu).is_none());
         // Heads of widths 2, 0 (dropped) and 3: padded to 2 heads of 3.
-        let p = HeadPadding::new(&[2, 0, 3]).unwrap();
+        let p = HeadPadding::new(&[2, 0, 3], Device::Cpu).unwrap();
         assert_eq!((p.heads, p.width), (2, 3));
         let x = Tensor::from_slice(&[1f32, 2., 3., 4., 5.]).view([1, 1, 5]);
         let padded = p.pad(&x);
