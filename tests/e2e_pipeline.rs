@@ -3,64 +3,11 @@
 //! the report, `predict`'s header/affine, `info`, `bench`, `eval`, a second `reproduce`
 //! that skips finished stages, and clear errors for bad inputs.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-const BIN: &str = env!("CARGO_BIN_EXE_slimseg");
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn tiny_config() -> PathBuf {
-    workspace().join("configs/tiny.toml")
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("slimseg-e2e-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn slimseg(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("the slimseg binary runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn ok(args: &[&str]) -> Output {
-    let o = slimseg(args);
-    assert!(o.status.success(), "slimseg {args:?} failed:\n{}", text(&o));
-    o
-}
-
-fn fails(args: &[&str], needles: &[&str]) -> String {
-    let o = slimseg(args);
-    let t = text(&o);
-    assert!(!o.status.success(), "slimseg {args:?} should fail:\n{t}");
-    for n in needles {
-        assert!(
-            t.contains(n),
-            "error of slimseg {args:?} should mention `{n}`:\n{t}"
-        );
-    }
-    t
-}
-
-fn json(path: &Path) -> serde_json::Value {
-    let s = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&s).unwrap()
-}
+use common::{fails, json, json_stdout, ok, scratch, text, tiny_config};
 
 fn assert_png(path: &Path) {
     let b = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -407,11 +354,6 @@ fn pipeline_end_to_end() {
     );
 
     std::fs::remove_dir_all(&dir).unwrap();
-}
-
-fn json_stdout(args: &[&str]) -> serde_json::Value {
-    let o = ok(args);
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}\n{}", text(&o)))
 }
 
 #[test]

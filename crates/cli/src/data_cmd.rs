@@ -179,7 +179,8 @@ fn axis_ranges<T: Copy + PartialOrd>(
     })
 }
 
-/// `slimseg volume-info FILE [--json]`.
+/// `slimseg volume-info FILE [--json]`: the header, after reading every voxel, so a
+/// truncated file or a bad gzip checksum fails.
 pub fn volume_info(args: VolumeInfoArgs) -> Result<()> {
     let info = nii::volume_info(&args.file)?;
     if args.json {
@@ -213,5 +214,19 @@ pub fn volume_info(args: VolumeInfoArgs) -> Result<()> {
         println!("description  {}", info.description);
     }
     println!("file size    {} bytes", info.file_bytes);
+    let range = info
+        .range
+        .map_or("no finite value".into(), |[lo, hi]| format!("{lo} .. {hi}"));
+    println!(
+        "voxels       {} read and verified; range {range}",
+        info.voxels
+    );
+    if info.non_finite > 0 {
+        println!(
+            "non-finite   {} voxels are NaN or infinite: slimseg refuses this image for \
+             training, evaluation and prediction",
+            info.non_finite
+        );
+    }
     Ok(())
 }

@@ -6,6 +6,7 @@
 
 mod data_cmd;
 mod doctor;
+mod guard;
 mod plot;
 mod report;
 mod reproduce;
@@ -18,6 +19,10 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "slimseg", version, about, long_about = None)]
 struct Cli {
+    /// Largest volume, in voxels, that any command reads (checked in the header before
+    /// memory is allocated). Default 134217728 (2^27), or SLIMSEG_MAX_VOXELS.
+    #[arg(long, global = true, value_name = "N")]
+    max_voxels: Option<u64>,
     #[command(subcommand)]
     command: Command,
 }
@@ -66,6 +71,9 @@ fn main() -> anyhow::Result<()> {
     // Before anything asks libtorch about CUDA: load its CUDA backend if it can be loaded.
     slimseg_model::runtime::init();
     let cli = Cli::parse();
+    if let Some(n) = cli.max_voxels {
+        slimseg_data::nii::set_max_voxels(n);
+    }
     match cli.command {
         Command::Doctor => doctor::run(),
         Command::Data(command) => data_cmd::run(command),

@@ -13,6 +13,7 @@ use slimseg_compress::{
     latency::bench_full_vs_compressed,
 };
 use slimseg_data::metrics::Convention;
+use slimseg_data::nii::{NonFinite, read_volume_with};
 use slimseg_data::pipeline::{normalize_volume, resize_cubic};
 use slimseg_model::count::{ModelCount, count};
 use slimseg_model::infer::predict_volume_with;
@@ -26,6 +27,7 @@ use slimseg_search::{
 };
 use tch::{Device, Kind, Tensor, nn};
 
+use crate::guard::check_output;
 use crate::run::{Run, RunArgs, read_json, write_json};
 
 /// File of the test-set evaluation in each stage folder.
@@ -173,6 +175,13 @@ pub struct PredictArgs {
     /// Slices per forward pass.
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
+    /// Replace an existing output file (never the input, nor a file of the run).
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Replace NaN and infinite input voxels by the smallest finite intensity and say
+    /// how many, instead of refusing the file.
+    #[arg(long)]
+    pub replace_non_finite: bool,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -652,31 +661,49 @@ fn fmt_opt(v: Option<f64>, digits: usize) -> String {
     v.map_or("-".into(), |x| format!("{x:.digits$}"))
 }
 
-/// `predict IN -o OUT`: segments a 3D volume; the labels keep the input's header.
+/// `predict IN -o OUT`: segments a 3D volume along its through-plane axis (found from
+/// the affine and spacing); the labels are on the input's grid and keep its header.
 pub fn predict_cmd(args: PredictArgs) -> Result<()> {
     let run = Run::open(&args.run, false)?;
-    let vol = slimseg_data::nii::read_volume(&args.input)
+    check_output(&args.out, &[&args.input], &run.root, args.overwrite)?;
+    let policy = if args.replace_non_finite {
+        NonFinite::ReplaceWithMin
+    } else {
+        NonFinite::Reject
+    };
+    let (vol, replaced) = read_volume_with(&args.input, policy)
         .with_context(|| format!("cannot read the input volume {}", args.input.display()))?;
-    let (d, h, w) = vol.data.dim();
-    if d == 0 || h == 0 || w == 0 {
-        bail!("{}: empty volume {:?}", args.input.display(), (d, h, w));
-    }
+    let file_header = vol.header.clone();
+    let (vol, orientation) = vol.into_slice_order()?;
+    let slices = vol.data.dim().0;
     let device = run.device()?;
     let m = load_stage_model(&run, args.stage, device)?;
-    let mut image = vol.data.clone();
+    let mut image = vol.data;
     normalize_volume(&mut image, run.cfg.data.normalization);
     let labels = predict_volume_with(&m.model, image.view(), args.batch.max(1), |s, size| {
         resize_cubic(s, size, size)
     })?;
-    slimseg_data::nii::write_labels_like(&args.out, labels.view(), &vol.header)
-        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    drop(image);
     let counts = slimseg_data::acdc::label_counts(&labels);
+    let labels = orientation.from_canonical(labels.view());
+    slimseg_data::nii::write_labels_like(&args.out, labels.view(), &file_header)
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    if replaced > 0 {
+        println!(
+            "replaced {replaced} non-finite voxels of {} by the smallest finite intensity",
+            args.input.display()
+        );
+    }
+    if !orientation.is_identity() {
+        println!("segmented in slice order: {}", orientation.describe());
+    }
     println!(
-        "wrote {} ({} x {} x {} voxels; RV {} MYO {} LV {}) with the {} model",
+        "wrote {} ({} x {} x {} voxels, {} slices; RV {} MYO {} LV {}) with the {} model",
         args.out.display(),
-        w,
-        h,
-        d,
+        file_header.shape_xyz()[0],
+        file_header.shape_xyz()[1],
+        file_header.shape_xyz()[2],
+        slices,
         counts[1],
         counts[2],
         counts[3],

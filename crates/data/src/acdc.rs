@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Result};
 use crate::nii::{self, Volume, Volume4};
+use crate::orient::SliceOrientation;
 
 /// Label value of the right-ventricle cavity.
 pub const LABEL_RV: u8 = 1;
@@ -130,7 +131,7 @@ pub struct PatientInfo {
 impl PatientInfo {
     /// Parses `Info.cfg` text: `Key: value` lines in any order, whitespace tolerated, keys
     /// case-insensitive. ED, ES, NbFrame, Height and Weight are required and numeric; ED
-    /// and ES must lie in `1..=NbFrame`. `path` names the file in errors.
+    /// and ES must be different frames in `1..=NbFrame`. `path` names the file in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
         let err = |reason: String| DataError::InvalidInfo {
             path: path.to_path_buf(),
@@ -200,6 +201,11 @@ impl PatientInfo {
                 )));
             }
         }
+        if ed == es {
+            return Err(err(format!(
+                "ED and ES are both frame {ed}: end diastole and end systole must be different frames"
+            )));
+        }
         Ok(PatientInfo {
             ed,
             es,
@@ -260,10 +266,14 @@ pub struct AcdcFrame {
     pub phase: Phase,
     /// Frame number in the cine sequence.
     pub frame: u32,
-    /// The image, `[z, y, x]`, raw intensities as f32.
+    /// The image in canonical slice order (`[slice, y, x]`, see [`crate::orient`]), raw
+    /// intensities as f32; its header describes that grid.
     pub image: Volume<f32>,
-    /// The ground truth, `[z, y, x]`, values 0..=3; `None` if the `_gt` file is absent.
+    /// The ground truth on the image's grid, values 0..=3; `None` if the `_gt` file is
+    /// absent.
     pub labels: Option<Volume<u8>>,
+    /// How the files' voxel order maps to the canonical one.
+    pub orientation: SliceOrientation,
 }
 
 /// `patient042` for 42.
@@ -334,11 +344,14 @@ impl AcdcPatient {
         }
     }
 
-    /// Loads the image of `phase` and its labels when the `_gt` file exists; labels are
-    /// validated (integers 0..=3, same grid as the image).
+    /// Loads the image of `phase` and its labels when the `_gt` file exists, both in
+    /// canonical slice order ([`crate::orient`]). Non-finite image voxels are an error;
+    /// labels are validated (integers 0..=3, the image's grid: extents, spacing,
+    /// direction and origin).
     pub fn load_frame(&self, phase: Phase) -> Result<AcdcFrame> {
         let frame = self.info.frame(phase);
         let image = nii::read_volume(&self.frame_path(frame, false))?;
+        let orientation = SliceOrientation::of(&image.header, &image.path)?;
         let gt_path = self.frame_path(frame, true);
         let labels = if gt_path.exists() {
             let labels = nii::read_labels(&gt_path)?;
@@ -350,7 +363,14 @@ impl AcdcPatient {
                     found: labels.shape_xyz(),
                 });
             }
-            Some(labels)
+            if let Some(reason) = nii::geometry_difference(&labels.header, &image.header) {
+                return Err(DataError::GeometryMismatch {
+                    path: gt_path,
+                    reference: image.path.clone(),
+                    reason,
+                });
+            }
+            Some(labels.reoriented(&orientation))
         } else {
             None
         };
@@ -358,8 +378,9 @@ impl AcdcPatient {
             patient: self.id,
             phase,
             frame,
-            image,
+            image: image.reoriented(&orientation),
             labels,
+            orientation,
         })
     }
 
@@ -406,6 +427,18 @@ impl AcdcDataset {
     /// `patientNNN` directories are ignored; a patient directory with a missing or
     /// malformed Info.cfg is an error. Duplicate ids across subsets are an error.
     pub fn open(root: &Path) -> Result<Self> {
+        let scan = Self::scan(root)?;
+        match scan.broken.into_iter().next() {
+            Some((_, e)) => Err(e),
+            None => Ok(scan.dataset),
+        }
+    }
+
+    /// Like [`open`](Self::open), but a broken patient directory (missing or malformed
+    /// Info.cfg, a duplicate id) is collected instead of ending the scan, and folders
+    /// that are not patients and empty subset folders are listed. Only a root without
+    /// `training/` or `testing/`, or an unreadable folder, is an error.
+    pub fn scan(root: &Path) -> Result<DatasetScan> {
         let base = if !root.join("training").is_dir()
             && !root.join("testing").is_dir()
             && root.join("database").is_dir()
@@ -414,7 +447,15 @@ impl AcdcDataset {
         } else {
             root.to_path_buf()
         };
-        let mut patients = Vec::new();
+        let mut scan = DatasetScan {
+            dataset: AcdcDataset {
+                root: base.clone(),
+                patients: Vec::new(),
+            },
+            broken: Vec::new(),
+            stray: Vec::new(),
+            empty_subsets: Vec::new(),
+        };
         let mut found_subset = false;
         for subset in [Subset::Training, Subset::Testing] {
             let dir = base.join(subset.dir_name());
@@ -425,17 +466,28 @@ impl AcdcDataset {
             let mut entries: Vec<PathBuf> = fs::read_dir(&dir)
                 .map_err(|e| DataError::io(&dir, e))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| {
-                    p.is_dir()
-                        && p.file_name()
-                            .and_then(|n| n.to_str())
-                            .and_then(|n| n.strip_prefix("patient"))
-                            .is_some_and(|d| parse_patient_name(d).is_some())
-                })
+                .filter(|p| p.is_dir())
                 .collect();
             entries.sort();
+            let mut patients = 0;
             for p in entries {
-                patients.push(AcdcPatient::open(&p, subset)?);
+                let is_patient = p
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_prefix("patient"))
+                    .is_some_and(|d| parse_patient_name(d).is_some());
+                if !is_patient {
+                    scan.stray.push(p);
+                    continue;
+                }
+                patients += 1;
+                match AcdcPatient::open(&p, subset) {
+                    Ok(patient) => scan.dataset.patients.push(patient),
+                    Err(e) => scan.broken.push((p, e)),
+                }
+            }
+            if patients == 0 {
+                scan.empty_subsets.push(dir);
             }
         }
         if !found_subset {
@@ -444,23 +496,25 @@ impl AcdcDataset {
                 reason: "no `training/` or `testing/` directory (expected an ACDC root)".into(),
             });
         }
+        let patients = &mut scan.dataset.patients;
         patients.sort_by_key(|p| p.id);
-        for w in patients.windows(2) {
-            if w[0].id == w[1].id {
-                return Err(DataError::Layout {
-                    path: w[1].dir.clone(),
-                    reason: format!(
-                        "duplicate patient id {} (also {})",
-                        w[1].id,
-                        w[0].dir.display()
-                    ),
-                });
+        let mut i = 1;
+        while i < patients.len() {
+            if patients[i].id == patients[i - 1].id {
+                let dup = patients.remove(i);
+                let reason = format!(
+                    "duplicate patient id {} (also {})",
+                    dup.id,
+                    patients[i - 1].dir.display()
+                );
+                let path = dup.dir;
+                scan.broken
+                    .push((path.clone(), DataError::Layout { path, reason }));
+            } else {
+                i += 1;
             }
         }
-        Ok(AcdcDataset {
-            root: base,
-            patients,
-        })
+        Ok(scan)
     }
 
     /// The patient with this id.
@@ -519,6 +573,19 @@ pub struct FrameStats {
     pub spacing: [f64; 3],
     /// Volume of each class in millilitres (index = label; index 0 is background).
     pub volume_ml: [f64; NUM_CLASSES],
+}
+
+/// What [`AcdcDataset::scan`] found: the readable patients and what is wrong around them.
+#[derive(Debug)]
+pub struct DatasetScan {
+    /// The patients whose directory and Info.cfg are readable.
+    pub dataset: AcdcDataset,
+    /// Patient directories that could not be opened, with the reason.
+    pub broken: Vec<(PathBuf, DataError)>,
+    /// Folders inside `training/` or `testing/` that are not `patientNNN`.
+    pub stray: Vec<PathBuf>,
+    /// `training/` or `testing/` folders without any patient.
+    pub empty_subsets: Vec<PathBuf>,
 }
 
 /// The result of checking a whole ACDC tree (`slimseg data check`).
@@ -636,12 +703,17 @@ pub fn label_counts(labels: &ndarray::Array3<u8>) -> [u64; NUM_CLASSES] {
     c
 }
 
-/// Checks every patient of an ACDC tree: Info.cfg, ED/ES images, labels (values and
-/// grid), and 4D files when `check_4d` (header only: frame count and grid). Problems are
-/// collected, not fatal; only an unreadable root is an error.
+/// Checks every patient of an ACDC tree with the rules training applies, and more:
+/// Info.cfg (present, well-formed, ED != ES), ED/ES images (readable, finite voxels, a
+/// slice axis that can be found), labels (present for training patients, values 0..=3,
+/// the image's extents, spacing, direction and origin), and 4D files when `check_4d`
+/// (header only: frame count and grid). Stray folders and empty `training/` or
+/// `testing/` folders are problems too. Each broken patient is one problem and the check
+/// goes on; only an unreadable root is an error.
 pub fn check_dataset(root: &Path, check_4d: bool) -> Result<DatasetCheck> {
-    let ds = AcdcDataset::open(root)?;
-    let per_patient: Vec<(Vec<FrameStats>, usize, Vec<String>)> = ds
+    let scan = AcdcDataset::scan(root)?;
+    let ds = &scan.dataset;
+    let per_patient: Vec<(Vec<FrameStats>, usize, Option<String>)> = ds
         .patients
         .par_iter()
         .map(|p| {
@@ -663,9 +735,13 @@ pub fn check_dataset(root: &Path, check_4d: bool) -> Result<DatasetCheck> {
                                 volume_ml: counts.map(|n| n as f64 * voxel_ml),
                             });
                         }
+                        None if p.subset == Subset::Training => problems.push(format!(
+                            "{phase:?} ground truth {} is missing (training needs it)",
+                            p.frame_path(fr.frame, true).display()
+                        )),
                         None => unlabelled += 1,
                     },
-                    Err(e) => problems.push(e.to_string()),
+                    Err(e) => problems.push(format!("{phase:?}: {e}")),
                 }
             }
             if check_4d {
@@ -681,13 +757,13 @@ pub fn check_dataset(root: &Path, check_4d: bool) -> Result<DatasetCheck> {
                                 p.info.nb_frame
                             ));
                         }
-                        if let Some(fr) = stats.first() {
-                            if h.shape_xyz() != fr.shape {
+                        if let Ok(frame) = nii::read_header(&p.frame_path(p.info.ed, false)) {
+                            if h.shape_xyz() != frame.shape_xyz() {
                                 problems.push(format!(
                                     "{}: grid {:?} differs from the frames' {:?}",
                                     path.display(),
                                     h.shape_xyz(),
-                                    fr.shape
+                                    frame.shape_xyz()
                                 ));
                             }
                         }
@@ -695,7 +771,9 @@ pub fn check_dataset(root: &Path, check_4d: bool) -> Result<DatasetCheck> {
                     Err(e) => problems.push(e.to_string()),
                 }
             }
-            (stats, unlabelled, problems)
+            let problem =
+                (!problems.is_empty()).then(|| format!("{}: {}", p.name(), problems.join("; ")));
+            (stats, unlabelled, problem)
         })
         .collect();
     let mut check = DatasetCheck {
@@ -710,6 +788,24 @@ pub fn check_dataset(root: &Path, check_4d: bool) -> Result<DatasetCheck> {
     for p in &ds.patients {
         let g = p.info.group.map(|g| g.code()).unwrap_or("?");
         *check.groups.entry(g.to_string()).or_default() += 1;
+    }
+    for dir in &scan.empty_subsets {
+        check
+            .problems
+            .push(format!("{}: no patient folder in it", dir.display()));
+    }
+    for (dir, e) in &scan.broken {
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
+        check.problems.push(format!("{name}: {e}"));
+    }
+    for dir in &scan.stray {
+        check.problems.push(format!(
+            "{}: not a patient folder (expected patientNNN)",
+            dir.display()
+        ));
     }
     for (s, u, pr) in per_patient {
         check.frames.extend(s);

@@ -45,6 +45,42 @@ pub enum DataError {
         /// The decoder's message.
         reason: String,
     },
+    /// A volume with more voxels than the configured limit (checked before allocating).
+    #[error(
+        "{}: volume of shape {shape:?} has {voxels} voxels, more than the limit of {limit}; \
+         raise it with --max-voxels or SLIMSEG_MAX_VOXELS if the file is genuine",
+        path.display()
+    )]
+    TooManyVoxels {
+        /// The offending file.
+        path: PathBuf,
+        /// Extents in NIfTI order.
+        shape: Vec<usize>,
+        /// Voxels the header describes.
+        voxels: u64,
+        /// The limit in force.
+        limit: u64,
+    },
+    /// An image with NaN or infinite voxels, which would blank it through normalisation.
+    #[error(
+        "{}: {count} of {total} voxels are not finite (NaN or infinite), the first at \
+         (x={x}, y={y}, z={z}); such voxels would blank the image through intensity normalisation",
+        path.display()
+    )]
+    NonFiniteVoxels {
+        /// The offending file.
+        path: PathBuf,
+        /// Number of NaN or infinite voxels.
+        count: u64,
+        /// Number of voxels in all.
+        total: u64,
+        /// Column of the first one.
+        x: usize,
+        /// Row of the first one.
+        y: usize,
+        /// Slice of the first one.
+        z: usize,
+    },
     /// A malformed ACDC `Info.cfg`.
     #[error("{}: {reason}", path.display())]
     InvalidInfo {
@@ -78,6 +114,16 @@ pub enum DataError {
         expected: [usize; 3],
         /// Found (x, y, z) extent.
         found: [usize; 3],
+    },
+    /// Two volumes that must share a grid differ in spacing, direction or origin.
+    #[error("{}: geometry differs from {}: {reason}", path.display(), reference.display())]
+    GeometryMismatch {
+        /// The file whose geometry is wrong.
+        path: PathBuf,
+        /// The file it must match.
+        reference: PathBuf,
+        /// What differs, with both values.
+        reason: String,
     },
     /// The ACDC directory tree does not have the expected layout.
     #[error("{}: {reason}", path.display())]

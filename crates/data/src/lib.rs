@@ -2,6 +2,8 @@
 //!
 //! - [`nii`]: NIfTI-1 read/write (`.nii`, `.nii.gz`), geometry from pixdim/qform, labels
 //!   written with the source image's header so they overlay it in viewers.
+//! - [`orient`]: the through-plane axis of a volume (from its affine and spacing) and the
+//!   canonical slice order every stage sees, with the map back to the file's grid.
 //! - [`acdc`]: the ACDC layout (patients, `Info.cfg`, ED/ES frames, ground truth) and a
 //!   whole-tree check.
 //! - [`split`]: the TransUNet/Swin-Unet default split, k-fold and explicit split files.
@@ -30,6 +32,7 @@ pub mod error;
 mod fsutil;
 pub mod metrics;
 pub mod nii;
+pub mod orient;
 pub mod pipeline;
 pub mod split;
 pub mod synth;

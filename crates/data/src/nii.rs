@@ -14,6 +14,7 @@
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use flate2::Compression;
 use flate2::read::MultiGzDecoder;
@@ -26,9 +27,35 @@ use crate::fsutil::write_atomic;
 
 /// Size of a NIfTI-1 header in bytes.
 pub const HEADER_SIZE: usize = 348;
-/// Largest voxel payload accepted (bytes, after decompression); larger headers are rejected
-/// as corrupt rather than attempted.
-pub const MAX_VOXEL_BYTES: u64 = 1 << 32;
+/// Default of [`max_voxels`]: 2^27 voxels (512 MiB as `f32`), far above an ACDC cine
+/// sequence (about 256 x 256 x 10 x 30 = 2^24.3 voxels).
+pub const DEFAULT_MAX_VOXELS: u64 = 1 << 27;
+
+/// Environment variable that sets [`max_voxels`] when [`set_max_voxels`] was not called.
+pub const MAX_VOXELS_ENV: &str = "SLIMSEG_MAX_VOXELS";
+
+/// 0 = not set by [`set_max_voxels`].
+static MAX_VOXELS: AtomicU64 = AtomicU64::new(0);
+
+/// Sets the largest volume (in voxels, all dimensions multiplied) that the readers
+/// accept, for the whole process. Readers check it against the header before they
+/// allocate, so memory stays bounded by about `4 x limit` bytes per volume read.
+pub fn set_max_voxels(limit: u64) {
+    MAX_VOXELS.store(limit.max(1), Ordering::Relaxed);
+}
+
+/// The voxel limit of the readers: the value of [`set_max_voxels`], else the
+/// `SLIMSEG_MAX_VOXELS` environment variable, else [`DEFAULT_MAX_VOXELS`].
+pub fn max_voxels() -> u64 {
+    match MAX_VOXELS.load(Ordering::Relaxed) {
+        0 => std::env::var(MAX_VOXELS_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|&v| v > 0)
+            .unwrap_or(DEFAULT_MAX_VOXELS),
+        n => n,
+    }
+}
 
 /// NIfTI datatype codes supported by this reader.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -375,12 +402,10 @@ impl NiftiHeader {
                 self.vox_offset
             ));
         }
-        if self.voxel_bytes() > MAX_VOXEL_BYTES {
+        if self.voxel_count() == u64::MAX {
             return Err(format!(
-                "dimensions {:?} describe {} bytes of voxels, more than the {} accepted",
-                self.shape(),
-                self.voxel_bytes(),
-                MAX_VOXEL_BYTES
+                "dimensions {:?} describe more voxels than can be counted",
+                self.shape()
             ));
         }
         for a in 1..=(nd.min(3) as usize) {
@@ -391,6 +416,29 @@ impl NiftiHeader {
         }
         if !self.scl_slope.is_finite() || !self.scl_inter.is_finite() {
             return Err("scl_slope/scl_inter are not finite".into());
+        }
+        if self.qform_code > 0 {
+            if self
+                .quatern
+                .iter()
+                .chain(&self.qoffset)
+                .any(|v| !v.is_finite())
+            {
+                return Err("quatern_b/c/d or qoffset_x/y/z are not finite".into());
+            }
+            // As nibabel: b^2 + c^2 + d^2 may exceed 1 only by float32 rounding, else the
+            // quaternion is not a rotation.
+            let [b, c, d] = self.quatern.map(f64::from);
+            let norm2 = b * b + c * c + d * d;
+            if 1.0 - norm2 < -3.0 * f32::EPSILON as f64 {
+                return Err(format!(
+                    "quaternion (b, c, d) = ({b}, {c}, {d}) has b^2 + c^2 + d^2 = {norm2:.7} > 1: \
+                     not a unit quaternion, so the qform is not a rotation"
+                ));
+            }
+        }
+        if self.sform_code > 0 && self.srow.iter().flatten().any(|v| !v.is_finite()) {
+            return Err("srow_x/y/z are not finite".into());
         }
         Ok(())
     }
@@ -456,9 +504,12 @@ impl NiftiHeader {
         [0, 1, 2].map(|a| s.get(a).copied().unwrap_or(1))
     }
 
-    /// Number of voxels (product of the used extents).
+    /// Number of voxels (product of the used extents; `u64::MAX` if it overflows).
     pub fn voxel_count(&self) -> u64 {
-        self.shape().iter().map(|&d| d as u64).product()
+        self.shape()
+            .iter()
+            .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
+            .unwrap_or(u64::MAX)
     }
 
     fn voxel_bytes(&self) -> u64 {
@@ -537,6 +588,68 @@ impl NiftiHeader {
         Some(m)
     }
 
+    /// Sets the qform (quaternion, `qoffset`, `qfac` in `pixdim[0]` and the spacing in
+    /// `pixdim[1..4]`) from a voxel-to-world affine whose 3x3 part is a rotation times a
+    /// diagonal scale (possibly with a reflection); `qform_code` becomes 1 if it was 0.
+    /// This is the inverse of [`qform_affine`](Self::qform_affine), as in `nifti1_io`.
+    pub fn set_qform(&mut self, m: &Affine) {
+        let mut r = [[0.0f64; 3]; 3];
+        let mut spacing = [0.0f64; 3];
+        for j in 0..3 {
+            spacing[j] = (0..3).map(|i| m[i][j] * m[i][j]).sum::<f64>().sqrt();
+            for i in 0..3 {
+                r[i][j] = m[i][j] / spacing[j].max(f64::MIN_POSITIVE);
+            }
+        }
+        let det = r[0][0] * (r[1][1] * r[2][2] - r[1][2] * r[2][1])
+            - r[0][1] * (r[1][0] * r[2][2] - r[1][2] * r[2][0])
+            + r[0][2] * (r[1][0] * r[2][1] - r[1][1] * r[2][0]);
+        let qfac = if det < 0.0 { -1.0 } else { 1.0 };
+        for row in r.iter_mut() {
+            row[2] *= qfac;
+        }
+        let (a, mut b, mut c, mut d);
+        let trace = r[0][0] + r[1][1] + r[2][2] + 1.0;
+        if trace > 0.5 {
+            a = 0.5 * trace.sqrt();
+            b = 0.25 * (r[2][1] - r[1][2]) / a;
+            c = 0.25 * (r[0][2] - r[2][0]) / a;
+            d = 0.25 * (r[1][0] - r[0][1]) / a;
+        } else {
+            let xd = 1.0 + r[0][0] - (r[1][1] + r[2][2]);
+            let yd = 1.0 + r[1][1] - (r[0][0] + r[2][2]);
+            let zd = 1.0 + r[2][2] - (r[0][0] + r[1][1]);
+            if xd > 1.0 {
+                b = 0.5 * xd.sqrt();
+                c = 0.25 * (r[0][1] + r[1][0]) / b;
+                d = 0.25 * (r[0][2] + r[2][0]) / b;
+                a = 0.25 * (r[2][1] - r[1][2]) / b;
+            } else if yd > 1.0 {
+                c = 0.5 * yd.sqrt();
+                b = 0.25 * (r[0][1] + r[1][0]) / c;
+                d = 0.25 * (r[1][2] + r[2][1]) / c;
+                a = 0.25 * (r[0][2] - r[2][0]) / c;
+            } else {
+                d = 0.5 * zd.sqrt();
+                b = 0.25 * (r[0][2] + r[2][0]) / d;
+                c = 0.25 * (r[1][2] + r[2][1]) / d;
+                a = 0.25 * (r[1][0] - r[0][1]) / d;
+            }
+            if a < 0.0 {
+                (b, c, d) = (-b, -c, -d);
+            }
+        }
+        self.quatern = [b as f32, c as f32, d as f32];
+        self.qoffset = [m[0][3] as f32, m[1][3] as f32, m[2][3] as f32];
+        self.pixdim[0] = qfac as f32;
+        for j in 0..3 {
+            self.pixdim[j + 1] = spacing[j] as f32;
+        }
+        if self.qform_code <= 0 {
+            self.qform_code = 1;
+        }
+    }
+
     /// The sform affine (NIfTI method 3), if `sform_code > 0`.
     pub fn sform_affine(&self) -> Option<Affine> {
         if self.sform_code <= 0 {
@@ -597,6 +710,56 @@ impl NiftiHeader {
         }
         out
     }
+}
+
+/// Why two headers do not describe the same voxel grid in the world, or `None` when they
+/// do: extents, spacing (relative 1e-4), axis directions (cosines within 1e-3) and
+/// origin (within a tenth of the smallest spacing) are compared, all from the affines
+/// the reader uses (qform first).
+pub fn geometry_difference(a: &NiftiHeader, b: &NiftiHeader) -> Option<String> {
+    if a.shape_xyz() != b.shape_xyz() {
+        return Some(format!(
+            "extents (x, y, z) {:?} vs {:?}",
+            a.shape_xyz(),
+            b.shape_xyz()
+        ));
+    }
+    let (ma, mb) = (a.affine(), b.affine());
+    let norm = |m: &Affine, j: usize| (0..3).map(|i| m[i][j] * m[i][j]).sum::<f64>().sqrt();
+    let sa = [0, 1, 2].map(|j| norm(&ma, j));
+    let sb = [0, 1, 2].map(|j| norm(&mb, j));
+    for j in 0..3 {
+        if (sa[j] - sb[j]).abs() > 1e-4 * sa[j].max(sb[j]) {
+            return Some(format!(
+                "spacing {:.4} x {:.4} x {:.4} mm vs {:.4} x {:.4} x {:.4} mm",
+                sa[0], sa[1], sa[2], sb[0], sb[1], sb[2]
+            ));
+        }
+    }
+    for j in 0..3 {
+        let cos = (0..3).map(|i| ma[i][j] * mb[i][j]).sum::<f64>() / (sa[j] * sb[j]);
+        if !(cos > 1.0 - 1e-3) {
+            let axis = ["x", "y", "z"][j];
+            let dir = |m: &Affine, s: f64| [0, 1, 2].map(|i| m[i][j] / s);
+            return Some(format!(
+                "direction of voxel axis {axis}: {:.4?} vs {:.4?}",
+                dir(&ma, sa[j]),
+                dir(&mb, sb[j])
+            ));
+        }
+    }
+    let shift = (0..3)
+        .map(|i| (ma[i][3] - mb[i][3]).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    let tolerance = 0.1 * sa.iter().cloned().fold(f64::INFINITY, f64::min);
+    if !(shift <= tolerance) {
+        return Some(format!(
+            "origin ({:.3}, {:.3}, {:.3}) mm vs ({:.3}, {:.3}, {:.3}) mm, {shift:.3} mm apart",
+            ma[0][3], ma[1][3], ma[2][3], mb[0][3], mb[1][3], mb[2][3]
+        ));
+    }
+    None
 }
 
 fn identity() -> Affine {
@@ -717,6 +880,12 @@ pub struct VolumeInfo {
     pub description: String,
     /// Size of the file on disk in bytes.
     pub file_bytes: u64,
+    /// Number of voxels (all dimensions); every one was read and decoded.
+    pub voxels: u64,
+    /// Voxels that are NaN or infinite.
+    pub non_finite: u64,
+    /// Smallest and largest finite voxel value (after scaling); `None` if none is finite.
+    pub range: Option<[f64; 2]>,
 }
 
 impl std::fmt::Display for VolumeInfo {
@@ -748,109 +917,208 @@ impl std::fmt::Display for VolumeInfo {
         if !self.description.is_empty() {
             writeln!(f, "descrip:     {}", self.description)?;
         }
-        write!(f, "file size:   {} bytes", self.file_bytes)
+        writeln!(f, "file size:   {} bytes", self.file_bytes)?;
+        write!(f, "voxels:      {} read", self.voxels)?;
+        if let Some([lo, hi]) = self.range {
+            write!(f, ", range {lo} .. {hi}")?;
+        }
+        if self.non_finite > 0 {
+            write!(f, ", {} non-finite (NaN or infinite)", self.non_finite)?;
+        }
+        Ok(())
     }
 }
 
-/// Reads the raw bytes (decompressed when gzip) needed for header + voxels.
-fn read_payload(path: &Path) -> Result<(NiftiHeader, bool, Vec<u8>)> {
-    let raw = fs::read(path).map_err(|e| DataError::io(path, e))?;
-    let gz = raw.len() >= 2 && raw[0] == 0x1f && raw[1] == 0x8b;
-    if gz {
-        let mut dec = MultiGzDecoder::new(&raw[..]);
-        let mut bytes = Vec::with_capacity(HEADER_SIZE);
-        gz_read(&mut dec, &mut bytes, HEADER_SIZE as u64, path)?;
-        let (h, be) = NiftiHeader::parse(&bytes, path)?;
-        let need = h.vox_offset as u64 + h.voxel_bytes();
-        gz_read(&mut dec, &mut bytes, need - HEADER_SIZE as u64, path)?;
-        check_len(&bytes, need, path)?;
-        // Drain the rest of the stream so that the gzip CRC is verified.
-        let drained = std::io::copy(&mut (&mut dec).take(MAX_TRAILING), &mut std::io::sink());
-        if let Err(e) = drained {
-            return Err(DataError::CorruptGzip {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            });
-        }
-        Ok((h, be, bytes))
-    } else {
-        let (h, be) = NiftiHeader::parse(&raw, path)?;
-        let need = h.vox_offset as u64 + h.voxel_bytes();
-        check_len(&raw, need, path)?;
-        Ok((h, be, raw))
-    }
+/// An opened NIfTI file positioned at its first voxel: the header, and a stream of the
+/// (decompressed) bytes that follow. Voxels are decoded from this stream chunk by chunk,
+/// so reading never holds the file, or the decompressed payload, in memory as a whole.
+struct Payload {
+    header: NiftiHeader,
+    big_endian: bool,
+    gz: bool,
+    stream: Box<dyn Read>,
+    path: PathBuf,
 }
+
+/// Bytes decoded per step when streaming voxels (a multiple of every voxel size).
+const CHUNK: usize = 1 << 20;
 
 /// Trailing bytes after the voxel data that are decompressed (and discarded) to reach
 /// the gzip checksum.
 const MAX_TRAILING: u64 = 1 << 26;
 
-fn gz_read(dec: &mut impl Read, out: &mut Vec<u8>, n: u64, path: &Path) -> Result<()> {
-    match dec.take(n).read_to_end(out) {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(()),
-        Err(e) => Err(DataError::CorruptGzip {
+impl Payload {
+    fn open(path: &Path) -> Result<Self> {
+        let (mut stream, gz) = open_stream(path)?;
+        let mut head = [0u8; HEADER_SIZE];
+        let got = read_full(&mut stream, &mut head).map_err(|e| stream_error(path, gz, e))?;
+        let (header, big_endian) = NiftiHeader::parse(&head[..got], path)?;
+        // Skip the extensions (vox_offset is validated to lie below 16 MiB).
+        let skip = header.vox_offset as u64 - HEADER_SIZE as u64;
+        let skipped = std::io::copy(&mut (&mut stream).take(skip), &mut std::io::sink())
+            .map_err(|e| stream_error(path, gz, e))?;
+        if skipped < skip {
+            return Err(DataError::TruncatedNifti {
+                path: path.to_path_buf(),
+                expected: header.vox_offset as u64 + header.voxel_bytes(),
+                found: HEADER_SIZE as u64 + skipped,
+            });
+        }
+        Ok(Payload {
+            header,
+            big_endian,
+            gz,
+            stream,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Fails, before anything is allocated, when the volume has more voxels than
+    /// [`max_voxels`] allows.
+    fn check_limit(&self) -> Result<usize> {
+        let voxels = self.header.voxel_count();
+        let limit = max_voxels();
+        if voxels > limit {
+            return Err(DataError::TooManyVoxels {
+                path: self.path.clone(),
+                shape: self.header.shape(),
+                voxels,
+                limit,
+            });
+        }
+        usize::try_from(voxels).map_err(|_| DataError::TooManyVoxels {
+            path: self.path.clone(),
+            shape: self.header.shape(),
+            voxels,
+            limit: usize::MAX as u64,
+        })
+    }
+
+    /// Streams every voxel, in file order, through `visit(index, value)`; values are
+    /// scaled by `scl_slope`/`scl_inter` when the slope is set. Fails when the file ends
+    /// early; for gzip files the rest of the stream is read so its checksum is verified.
+    fn for_each_voxel(&mut self, mut visit: impl FnMut(usize, f64) -> Result<()>) -> Result<()> {
+        let h = &self.header;
+        let ty = h.data_type().expect("validated header");
+        let size = ty.size();
+        let total = h.voxel_bytes();
+        let scaled = h.scl_slope != 0.0 && !(h.scl_slope == 1.0 && h.scl_inter == 0.0);
+        let (m, c) = (h.scl_slope as f64, h.scl_inter as f64);
+        let mut buf = vec![0u8; CHUNK.min(total as usize).max(size)];
+        let (mut done, mut index) = (0u64, 0usize);
+        while done < total {
+            let want = (total - done).min(buf.len() as u64) as usize;
+            let got = read_full(&mut self.stream, &mut buf[..want])
+                .map_err(|e| stream_error(&self.path, self.gz, e))?;
+            done += got as u64;
+            for b in buf[..got - got % size].chunks_exact(size) {
+                let v = ty.decode(b, self.big_endian);
+                visit(index, if scaled { v * m + c } else { v })?;
+                index += 1;
+            }
+            if got < want {
+                return Err(DataError::TruncatedNifti {
+                    path: self.path.clone(),
+                    expected: h.vox_offset as u64 + total,
+                    found: h.vox_offset as u64 + done,
+                });
+            }
+        }
+        if self.gz {
+            std::io::copy(
+                &mut (&mut self.stream).take(MAX_TRAILING),
+                &mut std::io::sink(),
+            )
+            .map_err(|e| stream_error(&self.path, true, e))?;
+        }
+        Ok(())
+    }
+
+    /// Decodes every voxel into a vector of the final element type; at most
+    /// [`max_voxels`] elements are allocated, once.
+    fn decode<T>(&mut self, mut map: impl FnMut(usize, f64) -> Result<T>) -> Result<Vec<T>> {
+        let n = self.check_limit()?;
+        let mut out = Vec::with_capacity(n);
+        self.for_each_voxel(|i, v| {
+            out.push(map(i, v)?);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+}
+
+/// Reads until `buf` is full or the stream ends; returns the bytes read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// A read error of the (possibly decompressed) stream: a gzip decoding failure is a
+/// corrupt file, anything else an IO error.
+fn stream_error(path: &Path, gz: bool, e: std::io::Error) -> DataError {
+    if gz {
+        DataError::CorruptGzip {
             path: path.to_path_buf(),
             reason: e.to_string(),
-        }),
-    }
-}
-
-fn check_len(bytes: &[u8], need: u64, path: &Path) -> Result<()> {
-    if (bytes.len() as u64) < need {
-        return Err(DataError::TruncatedNifti {
-            path: path.to_path_buf(),
-            expected: need,
-            found: bytes.len() as u64,
-        });
-    }
-    Ok(())
-}
-
-/// Decodes all voxels as f64 (scaled by `scl_slope`/`scl_inter` when the slope is set),
-/// in file order.
-fn decode_all(h: &NiftiHeader, big_endian: bool, bytes: &[u8]) -> Vec<f64> {
-    let ty = h.data_type().expect("validated header");
-    let start = h.vox_offset as usize;
-    let n = h.voxel_count() as usize;
-    let size = ty.size();
-    let data = &bytes[start..start + n * size];
-    let scaled = h.scl_slope != 0.0 && !(h.scl_slope == 1.0 && h.scl_inter == 0.0);
-    let (m, c) = (h.scl_slope as f64, h.scl_inter as f64);
-    data.chunks_exact(size)
-        .map(|b| {
-            let v = ty.decode(b, big_endian);
-            if scaled { v * m + c } else { v }
-        })
-        .collect()
-}
-
-/// Reads only the header of a `.nii` / `.nii.gz` file.
-pub fn read_header(path: &Path) -> Result<NiftiHeader> {
-    let f = fs::File::open(path).map_err(|e| DataError::io(path, e))?;
-    let mut head = Vec::with_capacity(HEADER_SIZE);
-    let mut magic = [0u8; 2];
-    let mut f = std::io::BufReader::new(f);
-    let n = f.read(&mut magic).map_err(|e| DataError::io(path, e))?;
-    let chained = std::io::Cursor::new(magic[..n].to_vec()).chain(f);
-    if n == 2 && magic == [0x1f, 0x8b] {
-        let mut dec = MultiGzDecoder::new(chained);
-        gz_read(&mut dec, &mut head, HEADER_SIZE as u64, path)?;
+        }
     } else {
-        chained
-            .take(HEADER_SIZE as u64)
-            .read_to_end(&mut head)
-            .map_err(|e| DataError::io(path, e))?;
+        DataError::io(path, e)
     }
-    Ok(NiftiHeader::parse(&head, path)?.0)
 }
 
-/// Header summary for display (`slimseg volume-info`).
+/// Opens a file for reading, through a gzip decoder when it starts with the gzip magic;
+/// returns the stream and whether it is compressed.
+fn open_stream(path: &Path) -> Result<(Box<dyn Read>, bool)> {
+    let f = fs::File::open(path).map_err(|e| DataError::io(path, e))?;
+    let mut f = std::io::BufReader::with_capacity(1 << 16, f);
+    let mut magic = [0u8; 2];
+    let n = read_full(&mut f, &mut magic).map_err(|e| DataError::io(path, e))?;
+    let gz = n == 2 && magic == [0x1f, 0x8b];
+    let chained = std::io::Cursor::new(magic[..n].to_vec()).chain(f);
+    Ok(if gz {
+        (Box::new(MultiGzDecoder::new(chained)), true)
+    } else {
+        (Box::new(chained), false)
+    })
+}
+
+/// Reads only the header of a `.nii` / `.nii.gz` file (the voxels are not read, so
+/// neither truncation nor the gzip checksum is checked).
+pub fn read_header(path: &Path) -> Result<NiftiHeader> {
+    let (mut stream, gz) = open_stream(path)?;
+    let mut head = [0u8; HEADER_SIZE];
+    let got = read_full(&mut stream, &mut head).map_err(|e| stream_error(path, gz, e))?;
+    Ok(NiftiHeader::parse(&head[..got], path)?.0)
+}
+
+/// Header summary for display (`slimseg volume-info`). The whole payload is read (in
+/// chunks, never held in memory) so that a truncated file or a bad gzip checksum is an
+/// error, and the voxel range and the number of non-finite voxels are reported.
 pub fn volume_info(path: &Path) -> Result<VolumeInfo> {
-    let h = read_header(path)?;
+    let mut payload = Payload::open(path)?;
+    let h = payload.header.clone();
     let file_bytes = fs::metadata(path)
         .map_err(|e| DataError::io(path, e))?
         .len();
+    let (mut non_finite, mut lo, mut hi) = (0u64, f64::INFINITY, f64::NEG_INFINITY);
+    payload.for_each_voxel(|_, v| {
+        let v = v as f32 as f64;
+        if v.is_finite() {
+            lo = lo.min(v);
+            hi = hi.max(v);
+        } else {
+            non_finite += 1;
+        }
+        Ok(())
+    })?;
     Ok(VolumeInfo {
         path: path.to_path_buf(),
         shape: h.shape(),
@@ -864,6 +1132,9 @@ pub fn volume_info(path: &Path) -> Result<VolumeInfo> {
         orientation: h.orientation(),
         description: h.descrip.clone(),
         file_bytes,
+        voxels: h.voxel_count(),
+        non_finite,
+        range: (lo <= hi).then_some([lo, hi]),
     })
 }
 
@@ -878,51 +1149,115 @@ fn require_spatial_3d(h: &NiftiHeader, path: &Path) -> Result<[usize; 3]> {
     Ok(h.shape_xyz())
 }
 
-/// Reads a 3D image as f32 (any supported datatype, scaled by `scl_slope`).
-pub fn read_volume(path: &Path) -> Result<Volume<f32>> {
-    let (h, be, bytes) = read_payload(path)?;
-    let [x, y, z] = require_spatial_3d(&h, path)?;
-    let values: Vec<f32> = decode_all(&h, be, &bytes)
-        .into_iter()
-        .map(|v| v as f32)
-        .collect();
-    let data = Array3::from_shape_vec((z, y, x), values).expect("size checked by the header");
-    Ok(Volume {
-        data,
-        header: h,
-        path: path.to_path_buf(),
-    })
+/// What to do with NaN and infinite voxels of an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NonFinite {
+    /// Refuse the file ([`DataError::NonFiniteVoxels`]): the default, since one such voxel
+    /// blanks the whole volume through intensity normalisation.
+    #[default]
+    Reject,
+    /// Replace each by the smallest finite intensity of the volume (background).
+    ReplaceWithMin,
 }
 
-/// Reads a 3D label volume: every voxel must be an integer in `0..=3`.
-pub fn read_labels(path: &Path) -> Result<Volume<u8>> {
-    let (h, be, bytes) = read_payload(path)?;
-    let [x, y, z] = require_spatial_3d(&h, path)?;
-    let values = decode_all(&h, be, &bytes);
-    let mut out = Vec::with_capacity(values.len());
+/// Position `(x, y, z)` of the `i`-th voxel in file order of an `[x, y, z, ...]` grid.
+fn voxel_xyz(i: usize, [x, y, _]: [usize; 3]) -> (usize, usize, usize) {
+    (i % x, (i / x) % y, i / (x * y))
+}
+
+/// Applies `policy` to the non-finite values of `values` (file order, grid `xyz`);
+/// returns how many were replaced.
+fn handle_non_finite(
+    values: &mut [f32],
+    xyz: [usize; 3],
+    policy: NonFinite,
+    path: &Path,
+) -> Result<u64> {
+    let mut count = 0u64;
+    let mut first = None;
+    let mut min = f32::INFINITY;
     for (i, &v) in values.iter().enumerate() {
-        if !(v.fract() == 0.0 && (0.0..=3.0).contains(&v)) {
-            return Err(DataError::InvalidLabel {
+        if v.is_finite() {
+            min = min.min(v);
+        } else {
+            count += 1;
+            first.get_or_insert(i);
+        }
+    }
+    let Some(first) = first else { return Ok(0) };
+    if policy == NonFinite::Reject || !min.is_finite() {
+        let (x, y, z) = voxel_xyz(first, xyz);
+        return Err(DataError::NonFiniteVoxels {
+            path: path.to_path_buf(),
+            count,
+            total: values.len() as u64,
+            x,
+            y,
+            z,
+        });
+    }
+    for v in values.iter_mut().filter(|v| !v.is_finite()) {
+        *v = min;
+    }
+    Ok(count)
+}
+
+/// Reads a 3D image as f32 (any supported datatype, scaled by `scl_slope`). NaN or
+/// infinite voxels are an error ([`NonFinite::Reject`]).
+pub fn read_volume(path: &Path) -> Result<Volume<f32>> {
+    read_volume_with(path, NonFinite::Reject).map(|(v, _)| v)
+}
+
+/// [`read_volume`] with a choice for non-finite voxels; also returns how many were
+/// replaced. Memory: one `f32` per voxel plus a 1 MiB buffer; the voxel count is checked
+/// against [`max_voxels`] before anything is allocated.
+pub fn read_volume_with(path: &Path, non_finite: NonFinite) -> Result<(Volume<f32>, u64)> {
+    let mut payload = Payload::open(path)?;
+    let [x, y, z] = require_spatial_3d(&payload.header, path)?;
+    let mut values = payload.decode(|_, v| Ok(v as f32))?;
+    let replaced = handle_non_finite(&mut values, [x, y, z], non_finite, path)?;
+    let data = Array3::from_shape_vec((z, y, x), values).expect("size checked by the header");
+    let volume = Volume {
+        data,
+        header: payload.header,
+        path: path.to_path_buf(),
+    };
+    Ok((volume, replaced))
+}
+
+/// Reads a 3D label volume: every voxel must be an integer in `0..=3`. Memory: one byte
+/// per voxel plus a 1 MiB buffer.
+pub fn read_labels(path: &Path) -> Result<Volume<u8>> {
+    let mut payload = Payload::open(path)?;
+    let xyz = require_spatial_3d(&payload.header, path)?;
+    let [x, y, z] = xyz;
+    let out = payload.decode(|i, v| {
+        if v.fract() == 0.0 && (0.0..=3.0).contains(&v) {
+            Ok(v as u8)
+        } else {
+            let (x, y, z) = voxel_xyz(i, xyz);
+            Err(DataError::InvalidLabel {
                 path: path.to_path_buf(),
                 value: v,
-                x: i % x,
-                y: (i / x) % y,
-                z: i / (x * y),
-            });
+                x,
+                y,
+                z,
+            })
         }
-        out.push(v as u8);
-    }
+    })?;
     let data = Array3::from_shape_vec((z, y, x), out).expect("size checked by the header");
     Ok(Volume {
         data,
-        header: h,
+        header: payload.header,
         path: path.to_path_buf(),
     })
 }
 
-/// Reads a 4D cine volume (`[x, y, z, t]` in the file) as `[t, z, y, x]` f32.
+/// Reads a 4D cine volume (`[x, y, z, t]` in the file) as `[t, z, y, x]` f32; NaN or
+/// infinite voxels are an error.
 pub fn read_volume_4d(path: &Path) -> Result<Volume4> {
-    let (h, be, bytes) = read_payload(path)?;
+    let mut payload = Payload::open(path)?;
+    let h = &payload.header;
     let s = h.shape();
     if s.len() > 4 && s[4..].iter().any(|&d| d != 1) {
         return Err(DataError::InvalidNifti {
@@ -932,14 +1267,12 @@ pub fn read_volume_4d(path: &Path) -> Result<Volume4> {
     }
     let [x, y, z] = h.shape_xyz();
     let t = s.get(3).copied().unwrap_or(1);
-    let values: Vec<f32> = decode_all(&h, be, &bytes)
-        .into_iter()
-        .map(|v| v as f32)
-        .collect();
+    let mut values = payload.decode(|_, v| Ok(v as f32))?;
+    handle_non_finite(&mut values, [x, y, z], NonFinite::Reject, path)?;
     let data = Array4::from_shape_vec((t, z, y, x), values).expect("size checked by the header");
     Ok(Volume4 {
         data,
-        header: h,
+        header: payload.header,
         path: path.to_path_buf(),
     })
 }

@@ -769,10 +769,51 @@ pub fn cohort(cfg: &SynthConfig) -> Vec<SynthPatient> {
 }
 
 /// Writes a synthetic ACDC tree under `root` (`root/training`, `root/testing`, plus
-/// `root/synth.json` recording the configuration). Patients are generated in parallel;
+/// `root/synth.json` recording the configuration). `root` must not exist or be empty:
+/// existing files are never overwritten. Patients are generated in parallel;
 /// the files are a pure function of `cfg`.
 pub fn generate(root: &Path, cfg: &SynthConfig) -> Result<SynthSummary> {
     cfg.check()?;
+    // Never write into existing data: pointed at a real ACDC tree, this would replace
+    // patient files.
+    if root.exists() {
+        let mut entries = std::fs::read_dir(root).map_err(|e| DataError::io(root, e))?;
+        if let Some(entry) = entries.next() {
+            let entry = entry.map_err(|e| DataError::io(root, e))?;
+            return Err(DataError::Layout {
+                path: root.to_path_buf(),
+                reason: format!(
+                    "refusing to write a synthetic cohort into a folder that is not empty \
+                     (it holds {:?}); choose a new or empty folder",
+                    entry.file_name()
+                ),
+            });
+        }
+    }
+    // The cohort is written into a sibling staging folder and renamed into place when
+    // complete, so an interrupted generation leaves no half cohort at `root`; a staging
+    // folder left by a killed run is removed first.
+    let name = root
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "cohort".into());
+    let staging = root.with_file_name(format!(".{name}.partial"));
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(|e| DataError::io(&staging, e))?;
+    }
+    let summary = write_cohort(&staging, cfg)?;
+    if root.exists() {
+        std::fs::remove_dir(root).map_err(|e| DataError::io(root, e))?;
+    }
+    std::fs::rename(&staging, root).map_err(|e| DataError::io(root, e))?;
+    Ok(SynthSummary {
+        root: root.to_path_buf(),
+        ..summary
+    })
+}
+
+/// Writes the cohort's files under `root`.
+fn write_cohort(root: &Path, cfg: &SynthConfig) -> Result<SynthSummary> {
     let start = Instant::now();
     let patients = cohort(cfg);
     let results: Vec<(usize, u64)> = patients
