@@ -3,11 +3,36 @@
 //!
 //! Arrays are held in C order with shape `[z, y, x]` (`[t, z, y, x]` for 4D): the file's
 //! own voxel order, so one short-axis slice `data.index_axis(Axis(0), z)` is a contiguous
-//! `[y, x]` image. Spacing and affines keep NIfTI's `(x, y, z)` order.
+//! `[y, x]` image. Spacing and affines keep NIfTI's `(x, y, z)` order. Which axis is the
+//! slice axis is decided in [`crate::orient`], from the geometry.
 //!
 //! Geometry follows the NIfTI-1 standard: [`NiftiHeader::affine`] prefers the qform
 //! (method 2), then the sform (method 3), then `pixdim` alone. Spacing always comes from
-//! `pixdim`, which is what the qform uses; ACDC's sform is known to be wrong.
+//! `pixdim`, which is what the qform uses; ACDC's sform is known to be wrong. A qform
+//! quaternion with `b^2 + c^2 + d^2 > 1` (beyond float32 rounding) is rejected, as
+//! nibabel does: it describes no rotation.
+//!
+//! Memory is bounded and predictable: voxels are decoded from a stream (through the gzip
+//! decoder when compressed) straight into the final element type, 1 MiB at a time, so a
+//! read holds one copy of the volume (`f32` for images, `u8` for labels) and no copy of
+//! the file; the voxel count the header declares is checked against [`max_voxels`]
+//! (default [`DEFAULT_MAX_VOXELS`], set by `--max-voxels` or `SLIMSEG_MAX_VOXELS`)
+//! before anything is allocated. NaN and infinite image voxels are an error
+//! ([`NonFinite`]). The whole payload is always read, so truncation and a bad gzip
+//! checksum are errors.
+//!
+//! ## Why slimseg has its own reader
+//!
+//! The design names the `nifti` crate (nifti-rs); it stays a dev-dependency as the
+//! interoperability test (`tests/nifti.rs` reads our files with it). It is not the
+//! reader because, on inputs slimseg must handle:
+//! - `NiftiHeader::affine()` panics on `pixdim[0] = 0` (a qfac that nibabel and
+//!   `nifti1_io` read as 1) and on negative spacings, in 0.17 and 0.18: a bad file
+//!   would abort the process instead of giving an error;
+//! - 0.18 ignores `vox_offset` when the extension flag is 0 and reads the padding
+//!   between header and data as voxels;
+//! - it prefers the sform, which on ACDC files is wrong (the qform carries the
+//!   geometry).
 //!
 //! Reference: NIfTI-1 data format, <https://nifti.nimh.nih.gov/nifti-1/>.
 

@@ -323,3 +323,84 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn non_finite_voxels_are_refused_or_replaced_by_the_minimum() {
+    let h = NiftiHeader::new_3d([4, 3, 2], [1.0, 1.0, 1.0], NiftiType::F32);
+    let mut data = Array3::from_shape_fn((2, 3, 4), |(z, y, x)| (z * 12 + y * 4 + x) as f32 + 5.0);
+    data[[1, 2, 3]] = f32::INFINITY;
+    data[[0, 1, 2]] = f32::NAN;
+    let p = tmp("nonfinite.nii.gz");
+    write_volume(&p, data.view(), &h, GzLevel::Fast).unwrap();
+    let e = read_volume(&p).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            DataError::NonFiniteVoxels {
+                count: 2,
+                total: 24,
+                x: 2,
+                y: 1,
+                z: 0,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("nonfinite.nii.gz"), "{e}");
+    let (v, replaced) = nii::read_volume_with(&p, nii::NonFinite::ReplaceWithMin).unwrap();
+    assert_eq!(replaced, 2);
+    assert_eq!(v.data[[1, 2, 3]], 5.0);
+    assert_eq!(v.data[[0, 1, 2]], 5.0);
+    assert_eq!(v.data[[0, 0, 1]], 6.0, "finite voxels are kept");
+    // Scaling that overflows float32 is caught too.
+    let mut hs = NiftiHeader::new_3d([4, 3, 2], [1.0, 1.0, 1.0], NiftiType::F64);
+    hs.scl_slope = 1.0;
+    let big = Array3::<f64>::from_elem((2, 3, 4), 1e300);
+    let ps = tmp("overflow.nii");
+    write_volume(&ps, big.view(), &hs, GzLevel::Fast).unwrap();
+    assert!(matches!(
+        read_volume(&ps).unwrap_err(),
+        DataError::NonFiniteVoxels { count: 24, .. }
+    ));
+    assert!(volume_info(&p).unwrap().non_finite == 2);
+}
+
+#[test]
+fn quaternions_must_be_unit_up_to_float32_rounding() {
+    let data = Array3::<i16>::zeros((2, 2, 2));
+    let write = |q: [f32; 3], name: &str| {
+        let mut h = NiftiHeader::new_3d([2, 2, 2], [1.0, 1.0, 1.0], NiftiType::I16);
+        h.quatern = q;
+        let p = tmp(name);
+        write_volume(&p, data.view(), &h, GzLevel::Fast).unwrap();
+        p
+    };
+    // b^2 + c^2 + d^2 = 1.09: not a rotation.
+    let bad = write([0.8, 0.6, 0.3], "quat-bad.nii.gz");
+    let e = read_header(&bad).unwrap_err();
+    assert!(e.to_string().contains("quaternion") && e.to_string().contains("quat-bad"), "{e}");
+    // A 180-degree rotation whose float32 b exceeds 1 by one ulp: rounding, accepted.
+    let b = 1.0f32 + f32::EPSILON;
+    let ok = write([b, 0.0, 0.0], "quat-ok.nii.gz");
+    let v = read_volume(&ok).unwrap();
+    assert_eq!(v.header.quatern, [b, 0.0, 0.0]);
+}
+
+#[test]
+fn geometry_difference_names_what_differs() {
+    let a = oblique_header([8, 8, 4]);
+    assert_eq!(nii::geometry_difference(&a, &a.clone()), None);
+    let mut shifted = a.clone();
+    shifted.qoffset[1] += 5.0;
+    assert!(nii::geometry_difference(&a, &shifted).unwrap().contains("origin"));
+    let mut small = a.clone();
+    small.qoffset[1] += 0.01;
+    assert_eq!(nii::geometry_difference(&a, &small), None, "float noise is no mismatch");
+    let mut turned = a.clone();
+    turned.quatern = [0.3, -0.2, 0.1];
+    assert!(nii::geometry_difference(&a, &turned).unwrap().contains("direction"));
+    let mut spaced = a.clone();
+    spaced.pixdim[3] = 9.0;
+    assert!(nii::geometry_difference(&a, &spaced).unwrap().contains("spacing"));
+}
