@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::{fails, json, json_stdout, ok, scratch, text, tiny_config};
 
@@ -295,6 +295,9 @@ fn pipeline_end_to_end() {
         ],
         &["/nonexistent/x.nii.gz"],
     );
+
+    // The model errors below come with an output path that does not exist yet.
+    let out = dir.join("unwritten.nii.gz");
 
     // Corrupt weights: a new run dir with the same config and a garbage baseline.
     let bad = dir.join("corrupt");

@@ -665,6 +665,8 @@ fn fmt_opt(v: Option<f64>, digits: usize) -> String {
 /// the affine and spacing); the labels are on the input's grid and keep its header.
 pub fn predict_cmd(args: PredictArgs) -> Result<()> {
     let run = Run::open(&args.run, false)?;
+    std::fs::metadata(&args.input)
+        .with_context(|| format!("cannot read the input volume {}", args.input.display()))?;
     check_output(&args.out, &[&args.input], &run.root, args.overwrite)?;
     let policy = if args.replace_non_finite {
         NonFinite::ReplaceWithMin
@@ -685,7 +687,11 @@ pub fn predict_cmd(args: PredictArgs) -> Result<()> {
     })?;
     drop(image);
     let counts = slimseg_data::acdc::label_counts(&labels);
-    let labels = orientation.from_canonical(labels.view());
+    let labels = if orientation.is_identity() {
+        labels
+    } else {
+        orientation.from_canonical(labels.view())
+    };
     slimseg_data::nii::write_labels_like(&args.out, labels.view(), &file_header)
         .with_context(|| format!("cannot write {}", args.out.display()))?;
     if replaced > 0 {

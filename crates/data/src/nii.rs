@@ -763,7 +763,7 @@ pub fn geometry_difference(a: &NiftiHeader, b: &NiftiHeader) -> Option<String> {
     }
     for j in 0..3 {
         let cos = (0..3).map(|i| ma[i][j] * mb[i][j]).sum::<f64>() / (sa[j] * sb[j]);
-        if !(cos > 1.0 - 1e-3) {
+        if cos.is_nan() || cos <= 1.0 - 1e-3 {
             let axis = ["x", "y", "z"][j];
             let dir = |m: &Affine, s: f64| [0, 1, 2].map(|i| m[i][j] / s);
             return Some(format!(
@@ -778,7 +778,7 @@ pub fn geometry_difference(a: &NiftiHeader, b: &NiftiHeader) -> Option<String> {
         .sum::<f64>()
         .sqrt();
     let tolerance = 0.1 * sa.iter().cloned().fold(f64::INFINITY, f64::min);
-    if !(shift <= tolerance) {
+    if shift.is_nan() || shift > tolerance {
         return Some(format!(
             "origin ({:.3}, {:.3}, {:.3}) mm vs ({:.3}, {:.3}, {:.3}) mm, {shift:.3} mm apart",
             ma[0][3], ma[1][3], ma[2][3], mb[0][3], mb[1][3], mb[2][3]
@@ -985,7 +985,7 @@ impl Payload {
         if skipped < skip {
             return Err(DataError::TruncatedNifti {
                 path: path.to_path_buf(),
-                expected: header.vox_offset as u64 + header.voxel_bytes(),
+                expected: (header.vox_offset as u64).saturating_add(header.voxel_bytes()),
                 found: HEADER_SIZE as u64 + skipped,
             });
         }
@@ -1044,7 +1044,7 @@ impl Payload {
             if got < want {
                 return Err(DataError::TruncatedNifti {
                     path: self.path.clone(),
-                    expected: h.vox_offset as u64 + total,
+                    expected: (h.vox_offset as u64).saturating_add(total),
                     found: h.vox_offset as u64 + done,
                 });
             }

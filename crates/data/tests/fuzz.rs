@@ -237,8 +237,17 @@ fn a_header_claiming_a_gigavoxel_allocates_nothing_large() {
     let (result, peak, largest) = measured(|| nii::read_volume(&path));
     let e = result.unwrap_err();
     assert!(
-        matches!(e, DataError::TooManyVoxels { voxels: 1_073_741_824, .. }),
+        matches!(
+            e,
+            DataError::TooManyVoxels {
+                voxels: 1_073_741_824,
+                ..
+            }
+        ),
         "{e:?}"
     );
-    assert!(peak < BOUND && largest < BOUND, "peak {peak}, largest {largest}");
+    assert!(
+        peak < BOUND && largest < BOUND,
+        "peak {peak}, largest {largest}"
+    );
 }

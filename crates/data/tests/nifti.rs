@@ -379,7 +379,10 @@ fn quaternions_must_be_unit_up_to_float32_rounding() {
     // b^2 + c^2 + d^2 = 1.09: not a rotation.
     let bad = write([0.8, 0.6, 0.3], "quat-bad.nii.gz");
     let e = read_header(&bad).unwrap_err();
-    assert!(e.to_string().contains("quaternion") && e.to_string().contains("quat-bad"), "{e}");
+    assert!(
+        e.to_string().contains("quaternion") && e.to_string().contains("quat-bad"),
+        "{e}"
+    );
     // A 180-degree rotation whose float32 b exceeds 1 by one ulp: rounding, accepted.
     let b = 1.0f32 + f32::EPSILON;
     let ok = write([b, 0.0, 0.0], "quat-ok.nii.gz");
@@ -393,14 +396,30 @@ fn geometry_difference_names_what_differs() {
     assert_eq!(nii::geometry_difference(&a, &a.clone()), None);
     let mut shifted = a.clone();
     shifted.qoffset[1] += 5.0;
-    assert!(nii::geometry_difference(&a, &shifted).unwrap().contains("origin"));
+    assert!(
+        nii::geometry_difference(&a, &shifted)
+            .unwrap()
+            .contains("origin")
+    );
     let mut small = a.clone();
     small.qoffset[1] += 0.01;
-    assert_eq!(nii::geometry_difference(&a, &small), None, "float noise is no mismatch");
+    assert_eq!(
+        nii::geometry_difference(&a, &small),
+        None,
+        "float noise is no mismatch"
+    );
     let mut turned = a.clone();
     turned.quatern = [0.3, -0.2, 0.1];
-    assert!(nii::geometry_difference(&a, &turned).unwrap().contains("direction"));
+    assert!(
+        nii::geometry_difference(&a, &turned)
+            .unwrap()
+            .contains("direction")
+    );
     let mut spaced = a.clone();
     spaced.pixdim[3] = 9.0;
-    assert!(nii::geometry_difference(&a, &spaced).unwrap().contains("spacing"));
+    assert!(
+        nii::geometry_difference(&a, &spaced)
+            .unwrap()
+            .contains("spacing")
+    );
 }

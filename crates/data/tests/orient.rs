@@ -57,7 +57,10 @@ fn every_permuted_or_reversed_copy_has_the_same_canonical_voxels() {
         let path = p.frame_path(frame.frame, false);
         let original = nii::read_volume(&path).unwrap();
         let (canon, o) = original.clone().into_slice_order().unwrap();
-        assert_eq!(canon.data, frame.image.data, "load_frame gives the canonical order");
+        assert_eq!(
+            canon.data, frame.image.data,
+            "load_frame gives the canonical order"
+        );
         assert_eq!(o.slice_axis(), 2, "synthetic stacks have their slices on z");
         non_identity += usize::from(!o.is_identity());
         // The canonical header keeps every voxel's world position.
@@ -68,8 +71,13 @@ fn every_permuted_or_reversed_copy_has_the_same_canonical_voxels() {
             let copy = root.join(format!("copy{i}.nii.gz"));
             let data: Array3<f32> = t.to_canonical(original.data.view());
             let header = t.canonical_header(&original.header);
-            nii::write_volume(&copy, data.mapv(|v| v as i16).view(), &header, GzLevel::Fast)
-                .unwrap();
+            nii::write_volume(
+                &copy,
+                data.mapv(|v| v as i16).view(),
+                &header,
+                GzLevel::Fast,
+            )
+            .unwrap();
             let read = nii::read_volume(&copy).unwrap();
             let (c, oc) = read.into_slice_order().unwrap();
             assert_eq!(
@@ -113,7 +121,10 @@ fn set_qform_inverts_qform_affine() {
             max_affine_diff(&a, &b) < 1e-5,
             "{quatern:?} qfac {qfac}: {a:?} vs {b:?}"
         );
-        assert_eq!(g.spacing().map(|s| (s * 1e4).round()), [13000.0, 17000.0, 80000.0]);
+        assert_eq!(
+            g.spacing().map(|s| (s * 1e4).round()),
+            [13000.0, 17000.0, 80000.0]
+        );
     }
 }
 
@@ -132,14 +143,21 @@ fn the_slice_axis_is_the_one_with_the_largest_spacing() {
     // A tie between two other axes names the file and the spacings.
     let e = of([5.0, 5.0, 1.0]).unwrap_err();
     assert!(matches!(e, DataError::InvalidNifti { .. }), "{e:?}");
-    assert!(e.to_string().contains("v.nii") && e.to_string().contains("slice axis"), "{e}");
+    assert!(
+        e.to_string().contains("v.nii") && e.to_string().contains("slice axis"),
+        "{e}"
+    );
 }
 
 #[test]
 fn axis_aligned_ras_volumes_keep_their_order() {
     // x along +R, y along +A, slices along +S: nothing to do.
     let h = NiftiHeader::new_3d([8, 6, 4], [1.4, 1.4, 9.0], NiftiType::I16);
-    assert!(SliceOrientation::of(&h, Path::new("v.nii")).unwrap().is_identity());
+    assert!(
+        SliceOrientation::of(&h, Path::new("v.nii"))
+            .unwrap()
+            .is_identity()
+    );
     // x along -R: reversed, and said so.
     let mut h2 = h.clone();
     let mut a = h.affine();
