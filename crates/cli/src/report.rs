@@ -226,7 +226,7 @@ fn overlay_volumes(run: &Run, n: usize) -> Result<Vec<EvalVolume>> {
     let Some(root) = run.cfg.data.root.as_ref() else {
         return Ok(Vec::new());
     };
-    let ds = AcdcDataset::open(root)?;
+    let ds = AcdcDataset::open(root)?.with_orientation(run.cfg.data.orientation);
     let split = run.cfg.data.split.resolve(&ds.ids())?;
     let ids: Vec<u32> = split.test.iter().copied().take(n).collect();
     let frames = ds.load_labelled_frames(&ids)?;

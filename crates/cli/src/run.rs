@@ -350,7 +350,7 @@ impl Run {
             .as_ref()
             .ok_or_else(|| anyhow!("no data: pass --data ACDC_ROOT"))?;
         let t = std::time::Instant::now();
-        let cohort = load_cohort(root, &self.cfg.data.split, self.cfg.data.normalization)
+        let cohort = load_cohort(root, &self.cfg.data)
             .with_context(|| format!("cannot load the dataset at {}", root.display()))?;
         if cohort.test.is_empty() {
             bail!("{}: the test split is empty", root.display());

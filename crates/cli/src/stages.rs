@@ -676,7 +676,7 @@ pub fn predict_cmd(args: PredictArgs) -> Result<()> {
     let (vol, replaced) = read_volume_with(&args.input, policy)
         .with_context(|| format!("cannot read the input volume {}", args.input.display()))?;
     let file_header = vol.header.clone();
-    let (vol, orientation) = vol.into_slice_order()?;
+    let (vol, orientation) = vol.into_slice_order(run.cfg.data.orientation)?;
     let slices = vol.data.dim().0;
     let device = run.device()?;
     let m = load_stage_model(&run, args.stage, device)?;

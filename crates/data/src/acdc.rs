@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Result};
 use crate::nii::{self, Volume, Volume4};
-use crate::orient::SliceOrientation;
+use crate::orient::{OrientationPolicy, SliceOrientation};
 
 /// Label value of the right-ventricle cavity.
 pub const LABEL_RV: u8 = 1;
@@ -255,6 +255,9 @@ pub struct AcdcPatient {
     pub dir: PathBuf,
     /// Parsed `Info.cfg`.
     pub info: PatientInfo,
+    /// How [`load_frame`](Self::load_frame) orders the in-plane axes.
+    #[serde(default)]
+    pub orientation: OrientationPolicy,
 }
 
 /// One loaded cardiac phase: image and (when present) labels on the same grid.
@@ -311,6 +314,7 @@ impl AcdcPatient {
             subset,
             dir: dir.to_path_buf(),
             info,
+            orientation: OrientationPolicy::default(),
         })
     }
 
@@ -345,13 +349,13 @@ impl AcdcPatient {
     }
 
     /// Loads the image of `phase` and its labels when the `_gt` file exists, both in
-    /// canonical slice order ([`crate::orient`]). Non-finite image voxels are an error;
+    /// canonical slice order ([`crate::orient`], under the patient's `orientation`). Non-finite image voxels are an error;
     /// labels are validated (integers 0..=3, the image's grid: extents, spacing,
     /// direction and origin).
     pub fn load_frame(&self, phase: Phase) -> Result<AcdcFrame> {
         let frame = self.info.frame(phase);
         let image = nii::read_volume(&self.frame_path(frame, false))?;
-        let orientation = SliceOrientation::of(&image.header, &image.path)?;
+        let orientation = SliceOrientation::of(&image.header, &image.path, self.orientation)?;
         let gt_path = self.frame_path(frame, true);
         let labels = if gt_path.exists() {
             let labels = nii::read_labels(&gt_path)?;
@@ -515,6 +519,15 @@ impl AcdcDataset {
             }
         }
         Ok(scan)
+    }
+
+    /// The same dataset with frames loaded under `policy` (default
+    /// [`OrientationPolicy::Stored`]).
+    pub fn with_orientation(mut self, policy: OrientationPolicy) -> Self {
+        for p in &mut self.patients {
+            p.orientation = policy;
+        }
+        self
     }
 
     /// The patient with this id.

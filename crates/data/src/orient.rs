@@ -11,16 +11,27 @@
 //!   within 1% of each other are a tie; a tie is resolved in favour of the file's third
 //!   axis (the NIfTI convention for stacks, and the only choice for isotropic volumes);
 //!   a tie that does not involve the third axis is refused, as no plane can be trusted.
-//! - **In-plane axes**: each of the two other axes is matched to the world axis (of the
-//!   affine's RAS+ frame) it points along most, greedily as nibabel's `io_orientation`
-//!   does; the one matched to the lower world axis (R < A < S) becomes the canonical `x`,
-//!   and each is reversed if needed to point to +R, +A or +S. The slice axis is reversed
-//!   when its dominant world component is negative.
+//!   The slice axis becomes the last axis.
+//! - **In-plane axes**, by [`OrientationPolicy`]:
+//!   - `stored` (the default, as nnU-Net's spacing-based transpose): the two other axes
+//!     keep their order and direction in the file. A file with its slices on the third
+//!     axis is used exactly as stored, so the anatomy keeps the orientation the scanner
+//!     gave it in voxel space, which is consistent across patients.
+//!   - `world` (as MONAI's `Orientation("RAS")`): each in-plane axis is matched to the
+//!     world axis it points along most, greedily as nibabel's `io_orientation` does; the
+//!     one matched to the lower world axis (R < A < S) becomes `x`, and each is reversed
+//!     if needed to point to +R, +A or +S; the slice axis is reversed when its dominant
+//!     world component is negative. The canonical order then depends only on the world
+//!     directions of the axes, so any copy of a volume with its axes permuted or reversed
+//!     (and its affine changed to match) has the same canonical voxels, bit for bit.
+//!     The price: patients whose in-plane axes point along other world axes are turned
+//!     or mirrored relative to the others in voxel space.
 //!
-//! The canonical order depends only on the world directions of the axes, so a copy of a
-//! volume with its axes permuted or reversed (and its affine changed to match) has the
-//! same canonical voxels, bit for bit, and gets the same labels once mapped back. Files
-//! whose axes already point along +x, +y, +z (in that order, slices last) are unchanged.
+//! No rule can do both: a file and its copy with one in-plane axis reversed both store
+//! their slices last, so a rule that keeps every such file as stored cannot give them
+//! the same voxels. Under `stored`, copies with the slice axis moved (keeping the
+//! in-plane order) or reversed get the same labels; under `world`, every permuted or
+//! reversed copy does.
 
 use std::path::Path;
 
@@ -29,6 +40,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Result};
 use crate::nii::{Affine, NiftiHeader, Volume};
+
+/// How the two in-plane axes of a volume are ordered (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OrientationPolicy {
+    /// In-plane axes in the file's order and direction; only the slice axis moves last.
+    #[default]
+    Stored,
+    /// In-plane axes ordered and directed by the world axes they point along (RAS+).
+    World,
+}
 
 /// Relative tolerance under which two spacings are a tie.
 const SPACING_TIE: f64 = 0.01;
@@ -51,8 +73,8 @@ impl SliceOrientation {
     };
 
     /// Finds the through-plane axis and the canonical in-plane order of a 3D volume with
-    /// header `h` (see the module docs); `path` names the file in errors.
-    pub fn of(h: &NiftiHeader, path: &Path) -> Result<Self> {
+    /// header `h` under `policy` (see the module docs); `path` names the file in errors.
+    pub fn of(h: &NiftiHeader, path: &Path, policy: OrientationPolicy) -> Result<Self> {
         let a = h.affine();
         let col = |j: usize| [a[0][j], a[1][j], a[2][j]];
         let norm = |v: [f64; 3]| (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt();
@@ -81,8 +103,14 @@ impl SliceOrientation {
                 ),
             });
         };
-        let unit = |j: usize| col(j).map(|v| v / spacing[j]);
         let inplane: Vec<usize> = (0..3).filter(|&j| j != slice).collect();
+        if policy == OrientationPolicy::Stored {
+            return Ok(SliceOrientation {
+                perm: [inplane[0], inplane[1], slice],
+                flip: [false; 3],
+            });
+        }
+        let unit = |j: usize| col(j).map(|v| v / spacing[j]);
         // Greedy matching of the two in-plane axes to world axes, strongest first.
         let mut best = (0usize, 0usize, -1.0f64);
         for (i, &j) in inplane.iter().enumerate() {
@@ -220,10 +248,14 @@ impl SliceOrientation {
 }
 
 impl<T: Clone> Volume<T> {
-    /// This volume in canonical slice order (see [`SliceOrientation`]), with a header that
-    /// describes the new grid, and the orientation that maps results back.
-    pub fn into_slice_order(self) -> Result<(Volume<T>, SliceOrientation)> {
-        let o = SliceOrientation::of(&self.header, &self.path)?;
+    /// This volume in canonical slice order under `policy` (see [`SliceOrientation`]),
+    /// with a header that describes the new grid, and the orientation that maps results
+    /// back.
+    pub fn into_slice_order(
+        self,
+        policy: OrientationPolicy,
+    ) -> Result<(Volume<T>, SliceOrientation)> {
+        let o = SliceOrientation::of(&self.header, &self.path, policy)?;
         Ok((self.reoriented(&o), o))
     }
 

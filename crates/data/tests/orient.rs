@@ -1,12 +1,13 @@
-//! Slice orientation: the through-plane axis comes from the spacing, the canonical order
-//! from the world directions, so every permuted or reversed copy of a volume (with its
-//! affine changed to match) has the same canonical voxels.
+//! Slice orientation: the through-plane axis comes from the spacing; under the `world`
+//! policy the in-plane order comes from the world directions, so every permuted or
+//! reversed copy of a volume (with its affine changed to match) has the same canonical
+//! voxels; under `stored` files with their slices last are used as stored.
 
 use std::path::Path;
 
 use ndarray::Array3;
 use slimseg_data::nii::{self, GzLevel, NiftiHeader, NiftiType};
-use slimseg_data::orient::SliceOrientation;
+use slimseg_data::orient::{OrientationPolicy, SliceOrientation};
 use slimseg_data::synth::{SynthConfig, generate};
 use slimseg_data::{AcdcDataset, DataError, Phase};
 
@@ -47,16 +48,17 @@ fn max_affine_diff(a: &nii::Affine, b: &nii::Affine) -> f64 {
 }
 
 #[test]
-fn every_permuted_or_reversed_copy_has_the_same_canonical_voxels() {
+fn under_world_every_permuted_or_reversed_copy_has_the_same_canonical_voxels() {
+    let world = OrientationPolicy::World;
     let root = tmpdir("copies");
     generate(&root, &SynthConfig::small(8, 0, 1234)).unwrap();
-    let ds = AcdcDataset::open(&root).unwrap();
+    let ds = AcdcDataset::open(&root).unwrap().with_orientation(world);
     let mut non_identity = 0;
     for p in &ds.patients {
         let frame = p.load_frame(Phase::ED).unwrap();
         let path = p.frame_path(frame.frame, false);
         let original = nii::read_volume(&path).unwrap();
-        let (canon, o) = original.clone().into_slice_order().unwrap();
+        let (canon, o) = original.clone().into_slice_order(world).unwrap();
         assert_eq!(
             canon.data, frame.image.data,
             "load_frame gives the canonical order"
@@ -79,7 +81,7 @@ fn every_permuted_or_reversed_copy_has_the_same_canonical_voxels() {
             )
             .unwrap();
             let read = nii::read_volume(&copy).unwrap();
-            let (c, oc) = read.into_slice_order().unwrap();
+            let (c, oc) = read.into_slice_order(world).unwrap();
             assert_eq!(
                 c.data, canon.data,
                 "patient {} transform {t:?}: canonical voxels differ (found {oc:?})",
@@ -132,9 +134,16 @@ fn set_qform_inverts_qform_affine() {
 fn the_slice_axis_is_the_one_with_the_largest_spacing() {
     let of = |spacing: [f64; 3]| {
         let h = NiftiHeader::new_3d([8, 8, 8], spacing, NiftiType::I16);
-        SliceOrientation::of(&h, Path::new("v.nii"))
+        let stored = SliceOrientation::of(&h, Path::new("v.nii"), OrientationPolicy::Stored);
+        let world = SliceOrientation::of(&h, Path::new("v.nii"), OrientationPolicy::World);
+        if let (Ok(a), Ok(b)) = (&stored, &world) {
+            assert_eq!(a.slice_axis(), b.slice_axis(), "{spacing:?}");
+        }
+        stored
     };
     assert_eq!(of([1.5, 1.5, 10.0]).unwrap(), SliceOrientation::IDENTITY);
+    // The other two axes keep their file order.
+    assert_eq!(of([10.0, 1.5, 1.5]).unwrap().perm, [1, 2, 0]);
     assert_eq!(of([10.0, 1.5, 1.5]).unwrap().slice_axis(), 0);
     assert_eq!(of([1.5, 8.0, 1.5]).unwrap().slice_axis(), 1);
     // Ties go to the third axis; isotropic volumes are left as they are.
@@ -150,14 +159,12 @@ fn the_slice_axis_is_the_one_with_the_largest_spacing() {
 }
 
 #[test]
-fn axis_aligned_ras_volumes_keep_their_order() {
+fn under_world_axis_aligned_ras_volumes_keep_their_order() {
     // x along +R, y along +A, slices along +S: nothing to do.
+    let world = OrientationPolicy::World;
     let h = NiftiHeader::new_3d([8, 6, 4], [1.4, 1.4, 9.0], NiftiType::I16);
-    assert!(
-        SliceOrientation::of(&h, Path::new("v.nii"))
-            .unwrap()
-            .is_identity()
-    );
+    let o = SliceOrientation::of(&h, Path::new("v.nii"), world).unwrap();
+    assert!(o.is_identity());
     // x along -R: reversed, and said so.
     let mut h2 = h.clone();
     let mut a = h.affine();
@@ -165,8 +172,52 @@ fn axis_aligned_ras_volumes_keep_their_order() {
         row[0] = -row[0];
     }
     h2.set_qform(&a);
-    let o = SliceOrientation::of(&h2, Path::new("v.nii")).unwrap();
+    let o = SliceOrientation::of(&h2, Path::new("v.nii"), world).unwrap();
     assert_eq!(o.perm, [0, 1, 2]);
     assert_eq!(o.flip, [true, false, false]);
     assert!(o.describe().contains("x reversed"), "{}", o.describe());
+}
+
+#[test]
+fn under_stored_files_with_slices_last_are_used_as_stored() {
+    let stored = OrientationPolicy::Stored;
+    let root = tmpdir("stored");
+    generate(&root, &SynthConfig::small(4, 0, 1234)).unwrap();
+    let ds = AcdcDataset::open(&root).unwrap();
+    for p in &ds.patients {
+        let frame = p.load_frame(Phase::ES).unwrap();
+        assert!(frame.orientation.is_identity());
+        let original = nii::read_volume(&p.frame_path(frame.frame, false)).unwrap();
+        assert_eq!(frame.image.data, original.data);
+        // Copies with the slice axis moved (in-plane order kept) give the same voxels,
+        // a copy with its slices reversed the same slices (the model sees one at a
+        // time); an in-plane transpose stays a transposed image.
+        for (perm, flip, same) in [
+            ([2, 0, 1], [false; 3], true),
+            ([0, 2, 1], [false; 3], true),
+            ([0, 1, 2], [false, false, true], true),
+            ([1, 0, 2], [false; 3], false),
+        ] {
+            let t = SliceOrientation { perm, flip };
+            let copy = root.join("copy.nii.gz");
+            let data: Array3<f32> = t.to_canonical(original.data.view());
+            let header = t.canonical_header(&original.header);
+            nii::write_volume(
+                &copy,
+                data.mapv(|v| v as i16).view(),
+                &header,
+                GzLevel::Fast,
+            )
+            .unwrap();
+            let (mut c, _) = nii::read_volume(&copy)
+                .unwrap()
+                .into_slice_order(stored)
+                .unwrap();
+            if flip[2] {
+                c.data.invert_axis(ndarray::Axis(0));
+            }
+            assert_eq!(c.data == original.data, same, "{perm:?} {flip:?}");
+        }
+    }
+    std::fs::remove_dir_all(&root).unwrap();
 }

@@ -127,7 +127,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map(|k| n_trainval.max(100) + 1 + k)
             .collect(),
     };
-    let cohort = load_cohort(&data_root, &cfg.data.split, cfg.data.normalization)?;
+    let cohort = load_cohort(&data_root, &cfg.data)?;
     println!(
         "cohort: {} training slices, {} val volumes, {} test volumes; threads {}",
         cohort.train.len(),

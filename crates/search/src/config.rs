@@ -16,6 +16,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use slimseg_data::orient::OrientationPolicy;
 use slimseg_data::pipeline::Normalization;
 use slimseg_data::split::Split;
 use slimseg_model::ModelConfig;
@@ -369,6 +370,10 @@ pub struct DataConfig {
     pub split: SplitConfig,
     /// Per-volume intensity normalisation. Default min-max.
     pub normalization: Normalization,
+    /// In-plane axis order of every volume: `stored` (default: as in the file, the slice
+    /// axis moved last) or `world` (by the world axes, so any permuted or reversed copy
+    /// of a file gets the same labels). Training, evaluation and prediction use the same.
+    pub orientation: OrientationPolicy,
 }
 
 /// A whole run configuration file.

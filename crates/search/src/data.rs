@@ -8,7 +8,7 @@ use slimseg_data::pipeline::{Normalization, SliceDataset, normalize_volume};
 use slimseg_data::split::Split;
 use slimseg_data::{AcdcDataset, AcdcFrame, Phase};
 
-use crate::config::SplitConfig;
+use crate::config::DataConfig;
 use crate::error::{Error, Result};
 
 /// A labelled 3D frame ready for evaluation.
@@ -63,9 +63,11 @@ pub struct Cohort {
     pub test: Vec<EvalVolume>,
 }
 
-/// Loads the ED/ES frames of every patient of `split` under `root`.
-pub fn load_cohort(root: &Path, split: &SplitConfig, norm: Normalization) -> Result<Cohort> {
-    let ds = AcdcDataset::open(root)?;
+/// Loads the ED/ES frames of every patient of `data.split` under `root`, normalised by
+/// `data.normalization`, in the slice order of `data.orientation`.
+pub fn load_cohort(root: &Path, data: &DataConfig) -> Result<Cohort> {
+    let (split, norm) = (&data.split, data.normalization);
+    let ds = AcdcDataset::open(root)?.with_orientation(data.orientation);
     let split = split.resolve(&ds.ids())?;
     split.check_available(&ds.ids(), root)?;
     let train = SliceDataset::from_frames(&ds.load_labelled_frames(&split.train)?, norm)?;
