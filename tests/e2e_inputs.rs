@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use common::{fails, json_stdout, ok, scratch, text, tiny_config};
-use ndarray::Array3;
 use slimseg_data::nii::{self, GzLevel, NiftiHeader, NiftiType};
 use slimseg_data::orient::SliceOrientation;
 
@@ -341,15 +340,9 @@ fn labels_of_copies(run: &Path, name: &str, transforms: &[([usize; 3], [bool; 3]
     for (i, &(perm, flip)) in transforms.iter().enumerate() {
         let t = SliceOrientation { perm, flip };
         let copy = dir.join(format!("copy{i}.nii.gz"));
-        let data: Array3<f32> = t.to_canonical(vol.data.view());
-        let header = t.canonical_header(&vol.header);
-        nii::write_volume(
-            &copy,
-            data.mapv(|v| v as i16).view(),
-            &header,
-            GzLevel::Fast,
-        )
-        .unwrap();
+        let moved = vol.clone().reoriented(&t);
+        let data = moved.data.mapv(|v| v as i16);
+        nii::write_volume(&copy, data.view(), &moved.header, GzLevel::Fast).unwrap();
         let out = dir.join(format!("copy{i}-pred.nii.gz"));
         let o = predict_with(run, &copy, &out, &[]);
         assert!(o.status.success(), "{}", text(&o));

@@ -456,9 +456,10 @@ impl NiftiHeader {
             let [b, c, d] = self.quatern.map(f64::from);
             let norm2 = b * b + c * c + d * d;
             if 1.0 - norm2 < -3.0 * f32::EPSILON as f64 {
+                let [qb, qc, qd] = self.quatern;
                 return Err(format!(
-                    "quaternion (b, c, d) = ({b}, {c}, {d}) has b^2 + c^2 + d^2 = {norm2:.7} > 1: \
-                     not a unit quaternion, so the qform is not a rotation"
+                    "quaternion (b, c, d) = ({qb}, {qc}, {qd}) has b^2 + c^2 + d^2 = \
+                     {norm2:.7} > 1: not a unit quaternion, so the qform is not a rotation"
                 ));
             }
         }

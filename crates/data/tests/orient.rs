@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use ndarray::Array3;
-use slimseg_data::nii::{self, GzLevel, NiftiHeader, NiftiType};
+use slimseg_data::nii::{self, GzLevel, NiftiHeader, NiftiType, Volume};
 use slimseg_data::orient::{OrientationPolicy, SliceOrientation};
 use slimseg_data::synth::{SynthConfig, generate};
 use slimseg_data::{AcdcDataset, DataError, Phase};
@@ -35,6 +35,15 @@ fn all_transforms() -> Vec<SliceOrientation> {
         }
     }
     out
+}
+
+/// Writes `original` with its axes rearranged by `t` (and the header to match) to
+/// `path` as int16; returns the voxels written.
+fn write_copy(original: &Volume<f32>, t: &SliceOrientation, path: &Path) -> Array3<f32> {
+    let copy = original.clone().reoriented(t);
+    let voxels = copy.data.mapv(|v| v as i16);
+    nii::write_volume(path, voxels.view(), &copy.header, GzLevel::Fast).unwrap();
+    copy.data
 }
 
 fn max_affine_diff(a: &nii::Affine, b: &nii::Affine) -> f64 {
@@ -71,15 +80,7 @@ fn under_world_every_permuted_or_reversed_copy_has_the_same_canonical_voxels() {
         assert!(max_affine_diff(&a, &direct) < 1e-3, "{a:?} vs {direct:?}");
         for (i, t) in all_transforms().into_iter().enumerate() {
             let copy = root.join(format!("copy{i}.nii.gz"));
-            let data: Array3<f32> = t.to_canonical(original.data.view());
-            let header = t.canonical_header(&original.header);
-            nii::write_volume(
-                &copy,
-                data.mapv(|v| v as i16).view(),
-                &header,
-                GzLevel::Fast,
-            )
-            .unwrap();
+            let data = write_copy(&original, &t, &copy);
             let read = nii::read_volume(&copy).unwrap();
             let (c, oc) = read.into_slice_order(world).unwrap();
             assert_eq!(
@@ -200,15 +201,7 @@ fn under_stored_files_with_slices_last_are_used_as_stored() {
         ] {
             let t = SliceOrientation { perm, flip };
             let copy = root.join("copy.nii.gz");
-            let data: Array3<f32> = t.to_canonical(original.data.view());
-            let header = t.canonical_header(&original.header);
-            nii::write_volume(
-                &copy,
-                data.mapv(|v| v as i16).view(),
-                &header,
-                GzLevel::Fast,
-            )
-            .unwrap();
+            write_copy(&original, &t, &copy);
             let (mut c, _) = nii::read_volume(&copy)
                 .unwrap()
                 .into_slice_order(stored)
