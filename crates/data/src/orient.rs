@@ -11,7 +11,8 @@
 //!   within 1% of each other are a tie; a tie is resolved in favour of the file's third
 //!   axis (the NIfTI convention for stacks, and the only choice for isotropic volumes);
 //!   a tie that does not involve the third axis is refused, as no plane can be trusted.
-//!   The slice axis becomes the last axis.
+//!   A single-slice volume's slice axis is its axis of extent 1. The slice axis becomes
+//!   the last axis.
 //! - **In-plane axes**, by [`OrientationPolicy`]:
 //!   - `stored` (the default, as nnU-Net's spacing-based transpose): the two other axes
 //!     keep their order and direction in the file. A file with its slices on the third
@@ -85,10 +86,18 @@ impl SliceOrientation {
                 reason: format!("the affine has degenerate voxel axes (spacings {spacing:?})"),
             });
         }
+        // A single slice: its axis of extent 1 is the slice axis, whatever its spacing
+        // (2D files have no third spacing at all).
+        let xyz = h.shape_xyz();
+        let single: Vec<usize> = (0..3).filter(|&j| xyz[j] == 1).collect();
         let largest = spacing.iter().cloned().fold(0.0, f64::max);
-        let tied: Vec<usize> = (0..3)
-            .filter(|&j| spacing[j] >= largest * (1.0 - SPACING_TIE))
-            .collect();
+        let tied: Vec<usize> = if single.is_empty() {
+            (0..3)
+                .filter(|&j| spacing[j] >= largest * (1.0 - SPACING_TIE))
+                .collect()
+        } else {
+            single
+        };
         let slice = if tied.contains(&2) {
             2
         } else if tied.len() == 1 {

@@ -150,6 +150,13 @@ fn the_slice_axis_is_the_one_with_the_largest_spacing() {
     // Ties go to the third axis; isotropic volumes are left as they are.
     assert_eq!(of([1.0, 1.0, 1.0]).unwrap(), SliceOrientation::IDENTITY);
     assert_eq!(of([5.0, 1.0, 5.0]).unwrap().slice_axis(), 2);
+    // A single slice is cut along its axis of extent 1, whatever the spacings say.
+    let single = |shape: [usize; 3], spacing: [f64; 3]| {
+        let h = NiftiHeader::new_3d(shape, spacing, NiftiType::I16);
+        SliceOrientation::of(&h, Path::new("v.nii"), OrientationPolicy::Stored).unwrap()
+    };
+    assert!(single([64, 64, 1], [1.5, 1.5, 1.0]).is_identity());
+    assert_eq!(single([1, 64, 64], [1.0, 1.5, 1.5]).perm, [1, 2, 0]);
     // A tie between two other axes names the file and the spacings.
     let e = of([5.0, 5.0, 1.0]).unwrap_err();
     assert!(matches!(e, DataError::InvalidNifti { .. }), "{e:?}");
