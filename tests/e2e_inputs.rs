@@ -156,7 +156,9 @@ fn predict_never_replaces_its_input_or_an_existing_file() {
     std::fs::create_dir_all(dir.join("sub")).unwrap();
     let link = dir.join("link.nii.gz");
     std::os::unix::fs::symlink(&input, &link).unwrap();
-    for out in [&input, &same_via_dots, &link] {
+    // `..` after a folder that does not exist yet resolves by name.
+    let via_missing = dir.join("missing/../in.nii.gz");
+    for out in [&input, &same_via_dots, &link, &via_missing] {
         let o = predict(&input, out, &["--overwrite"]);
         assert!(!o.status.success(), "{}", text(&o));
         assert!(text(&o).contains("is the input"), "{}", text(&o));
@@ -183,6 +185,35 @@ fn predict_never_replaces_its_input_or_an_existing_file() {
     let o = predict(&input, &weights, &["--overwrite"]);
     assert!(!o.status.success() && text(&o).contains("run directory"));
     assert_eq!(std::fs::read(&weights).unwrap(), before);
+    let config = trained_run().join("missing/../config.toml");
+    let o = predict(&input, &config, &["--overwrite"]);
+    assert!(
+        !o.status.success() && text(&o).contains("run directory"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        !trained_run().join("missing").exists(),
+        "nothing is created before the checks"
+    );
+    // Nor a file reached through a folder of the run that links elsewhere.
+    let outside = dir.join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("precious.nii.gz"), b"ground truth").unwrap();
+    let linked = trained_run().join("linked-data");
+    let _ = std::fs::remove_file(&linked);
+    std::os::unix::fs::symlink(&outside, &linked).unwrap();
+    let o = predict(&input, &linked.join("precious.nii.gz"), &["--overwrite"]);
+    assert!(
+        !o.status.success() && text(&o).contains("run directory"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        std::fs::read(outside.join("precious.nii.gz")).unwrap(),
+        b"ground truth"
+    );
+    std::fs::remove_file(&linked).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -214,6 +214,14 @@ pub fn volume_info(args: VolumeInfoArgs) -> Result<()> {
         println!("description  {}", info.description);
     }
     println!("file size    {} bytes", info.file_bytes);
+    if !info.payload_read {
+        println!(
+            "voxels       {}, not read: above the limit of {} (--max-voxels)",
+            info.voxels,
+            nii::max_voxels()
+        );
+        return Ok(());
+    }
     let range = info
         .range
         .map_or("no finite value".into(), |[lo, hi]| format!("{lo} .. {hi}"));

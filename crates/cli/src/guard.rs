@@ -1,8 +1,8 @@
 //! Output paths that cannot destroy inputs: a command that writes a file refuses a
-//! target that is one of its inputs (through symlinks, `..` or hard links) or a file of
-//! the run directory, and an existing file unless `--overwrite` is given.
+//! target that is one of its inputs (through symlinks, `..` or hard links) or lies in the
+//! run directory and exists, and an existing file unless `--overwrite` is given.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Result, bail};
 
@@ -18,28 +18,59 @@ fn identity(path: &Path) -> Option<PathBuf> {
     std::fs::canonicalize(path).ok()
 }
 
-/// Where `path` would land once symlinks and `..` are resolved: the canonical path when
-/// it exists, else its canonical parent joined with its name.
-fn resolved(path: &Path) -> PathBuf {
-    if let Ok(p) = std::fs::canonicalize(path) {
-        return p;
-    }
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
-    match (parent.map(std::fs::canonicalize), path.file_name()) {
-        (Some(Ok(dir)), Some(name)) => dir.join(name),
-        (None, Some(name)) => std::env::current_dir()
-            .map(|d| d.join(name))
-            .unwrap_or_else(|_| path.to_path_buf()),
-        _ => path.to_path_buf(),
+/// `path`, joined to the working directory when relative.
+fn absolute(path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(path)
     }
 }
 
+/// Appends `parts` to `out`, applying `.` and `..` by their names alone.
+fn push_lexically<'a>(out: &mut PathBuf, parts: impl IntoIterator<Item = Component<'a>>) {
+    for c in parts {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+}
+
+/// `path` made absolute with `.` and `..` removed by their names alone, without
+/// following symlinks.
+fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    push_lexically(&mut out, absolute(path).components());
+    out
+}
+
+/// Where writing `path` would land: its deepest existing ancestor with symlinks
+/// resolved, then the rest of the path, whose `..` can be applied by name since those
+/// folders do not exist yet (so none of them is a symlink).
+fn resolved(path: &Path) -> PathBuf {
+    let absolute = absolute(path);
+    let parts: Vec<Component> = absolute.components().collect();
+    for split in (1..=parts.len()).rev() {
+        let head: PathBuf = parts[..split].iter().collect();
+        if let Ok(mut out) = std::fs::canonicalize(&head) {
+            push_lexically(&mut out, parts[split..].iter().copied());
+            return out;
+        }
+    }
+    lexical(path)
+}
+
 /// Fails when writing `out` could replace one of `inputs` or an existing file inside
-/// `run_dir`, or an existing file at all without `overwrite`.
+/// `run_dir` (by its resolved or its literal path), or an existing file at all without
+/// `overwrite`.
 pub fn check_output(out: &Path, inputs: &[&Path], run_dir: &Path, overwrite: bool) -> Result<()> {
     let target = resolved(out);
     for input in inputs {
-        let same = match (identity(out), identity(input)) {
+        let same = match (identity(&target), identity(input)) {
             (Some(a), Some(b)) => a == b,
             _ => target == resolved(input),
         };
@@ -52,16 +83,16 @@ pub fn check_output(out: &Path, inputs: &[&Path], run_dir: &Path, overwrite: boo
             );
         }
     }
-    if out.exists() {
-        if let Ok(run) = std::fs::canonicalize(run_dir) {
-            if target.starts_with(&run) {
-                bail!(
-                    "{}: the output would replace a file of the run directory {}; \
-                     choose a path outside it",
-                    out.display(),
-                    run_dir.display()
-                );
-            }
+    if target.exists() {
+        let in_run =
+            target.starts_with(resolved(run_dir)) || lexical(out).starts_with(lexical(run_dir));
+        if in_run {
+            bail!(
+                "{}: the output would replace a file of the run directory {}; \
+                 choose a path outside it",
+                out.display(),
+                run_dir.display()
+            );
         }
         if !overwrite {
             bail!(

@@ -14,11 +14,10 @@ use slimseg_data::viz::write_slice_png;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let root = PathBuf::from(
-        args.first()
-            .map(String::as_str)
-            .unwrap_or("/tmp/slimseg-synth"),
-    );
+    // The cohort folder must not exist or be empty; the default is new for every run.
+    let root = args.first().map(PathBuf::from).unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("slimseg-synth-{}", std::process::id()))
+    });
     let training = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(100);
     let testing = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(50);
     let png = PathBuf::from(

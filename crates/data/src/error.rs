@@ -64,8 +64,10 @@ pub enum DataError {
     /// An image with NaN or infinite voxels, which would blank it through normalisation.
     #[error(
         "{}: {count} of {total} voxels are not finite (NaN or infinite), the first at \
-         (x={x}, y={y}, z={z}); such voxels would blank the image through intensity normalisation",
-        path.display()
+         (x={x}, y={y}, z={z}{}); such voxels would blank the image through intensity \
+         normalisation",
+        path.display(),
+        if *t > 0 { format!(", t={t}") } else { String::new() }
     )]
     NonFiniteVoxels {
         /// The offending file.
@@ -80,6 +82,8 @@ pub enum DataError {
         y: usize,
         /// Slice of the first one.
         z: usize,
+        /// Frame of the first one (0 for 3D images).
+        t: usize,
     },
     /// A malformed ACDC `Info.cfg`.
     #[error("{}: {reason}", path.display())]

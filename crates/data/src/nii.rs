@@ -344,9 +344,16 @@ impl NiftiHeader {
             return Err(invalid(format!("sizeof_hdr is {le}, expected 348")));
         };
         let magic = &bytes[344..348];
-        if magic != b"n+1\0" && magic != b"ni1\0" {
+        if magic == b"ni1\0" {
+            return Err(invalid(
+                "magic \"ni1\": a header of a .hdr/.img pair, whose voxels are in another \
+                 file; only single-file .nii / .nii.gz is supported (convert the pair first)"
+                    .into(),
+            ));
+        }
+        if magic != b"n+1\0" {
             return Err(invalid(format!(
-                "magic is {:?}, expected \"n+1\" (or \"ni1\")",
+                "magic is {:?}, expected \"n+1\"",
                 String::from_utf8_lossy(&magic[..3])
             )));
         }
@@ -546,11 +553,7 @@ impl NiftiHeader {
     /// Voxel spacing `[x, y, z]` in millimetres, from `pixdim` (absolute values; missing
     /// dimensions count 1). Converts metres and micrometres to mm per `xyzt_units`.
     pub fn spacing(&self) -> [f64; 3] {
-        let scale = match self.xyzt_units & 0x07 {
-            1 => 1000.0,
-            3 => 0.001,
-            _ => 1.0,
-        };
+        let scale = self.mm_per_unit();
         let nd = self.dim[0].clamp(0, 7) as usize;
         [1, 2, 3].map(|a| {
             if a <= nd {
@@ -559,6 +562,16 @@ impl NiftiHeader {
                 1.0
             }
         })
+    }
+
+    /// Millimetres per spatial unit of `xyzt_units` (metres, mm or micrometres; mm when
+    /// unset).
+    fn mm_per_unit(&self) -> f64 {
+        match self.xyzt_units & 0x07 {
+            1 => 1000.0,
+            3 => 0.001,
+            _ => 1.0,
+        }
     }
 
     /// Sets `pixdim[1..4]` to `spacing` (mm).
@@ -616,8 +629,10 @@ impl NiftiHeader {
 
     /// Sets the qform (quaternion, `qoffset`, `qfac` in `pixdim[0]` and the spacing in
     /// `pixdim[1..4]`) from a voxel-to-world affine whose 3x3 part is a rotation times a
-    /// diagonal scale (possibly with a reflection); `qform_code` becomes 1 if it was 0.
-    /// This is the inverse of [`qform_affine`](Self::qform_affine), as in `nifti1_io`.
+    /// diagonal scale in mm (possibly with a reflection), as
+    /// [`qform_affine`](Self::qform_affine) returns it: the spacing is stored in the
+    /// header's own `xyzt_units`, the offset as given. `qform_code` becomes 1 if it was
+    /// 0. This is the inverse of `qform_affine`, as in `nifti1_io`.
     pub fn set_qform(&mut self, m: &Affine) {
         let mut r = [[0.0f64; 3]; 3];
         let mut spacing = [0.0f64; 3];
@@ -668,8 +683,9 @@ impl NiftiHeader {
         self.quatern = [b as f32, c as f32, d as f32];
         self.qoffset = [m[0][3] as f32, m[1][3] as f32, m[2][3] as f32];
         self.pixdim[0] = qfac as f32;
+        let unit = self.mm_per_unit();
         for j in 0..3 {
-            self.pixdim[j + 1] = spacing[j] as f32;
+            self.pixdim[j + 1] = (spacing[j] / unit) as f32;
         }
         if self.qform_code <= 0 {
             self.qform_code = 1;
@@ -741,7 +757,8 @@ impl NiftiHeader {
 /// Why two headers do not describe the same voxel grid in the world, or `None` when they
 /// do: extents, spacing (relative 1e-4), axis directions (cosines within 1e-3) and
 /// origin (within a tenth of the smallest spacing) are compared, all from the affines
-/// the reader uses (qform first).
+/// the reader uses (qform first). A header with neither qform nor sform places its grid
+/// nowhere (label maps are often saved so), so then only extents and spacing count.
 pub fn geometry_difference(a: &NiftiHeader, b: &NiftiHeader) -> Option<String> {
     if a.shape_xyz() != b.shape_xyz() {
         return Some(format!(
@@ -761,6 +778,10 @@ pub fn geometry_difference(a: &NiftiHeader, b: &NiftiHeader) -> Option<String> {
                 sa[0], sa[1], sa[2], sb[0], sb[1], sb[2]
             ));
         }
+    }
+    let placed = |h: &NiftiHeader| h.qform_code > 0 || h.sform_code > 0;
+    if !placed(a) || !placed(b) {
+        return None;
     }
     for j in 0..3 {
         let cos = (0..3).map(|i| ma[i][j] * mb[i][j]).sum::<f64>() / (sa[j] * sb[j]);
@@ -906,8 +927,12 @@ pub struct VolumeInfo {
     pub description: String,
     /// Size of the file on disk in bytes.
     pub file_bytes: u64,
-    /// Number of voxels (all dimensions); every one was read and decoded.
+    /// Number of voxels (all dimensions).
     pub voxels: u64,
+    /// Whether every voxel was read and decoded (so the file is complete and its gzip
+    /// checksum right); false for a volume above [`max_voxels`], whose voxels are not
+    /// read.
+    pub payload_read: bool,
     /// Voxels that are NaN or infinite.
     pub non_finite: u64,
     /// Smallest and largest finite voxel value (after scaling); `None` if none is finite.
@@ -944,6 +969,14 @@ impl std::fmt::Display for VolumeInfo {
             writeln!(f, "descrip:     {}", self.description)?;
         }
         writeln!(f, "file size:   {} bytes", self.file_bytes)?;
+        if !self.payload_read {
+            return write!(
+                f,
+                "voxels:      {}, not read (above the limit of {})",
+                self.voxels,
+                max_voxels()
+            );
+        }
         write!(f, "voxels:      {} read", self.voxels)?;
         if let Some([lo, hi]) = self.range {
             write!(f, ", range {lo} .. {hi}")?;
@@ -1127,7 +1160,8 @@ pub fn read_header(path: &Path) -> Result<NiftiHeader> {
 
 /// Header summary for display (`slimseg volume-info`). The whole payload is read (in
 /// chunks, never held in memory) so that a truncated file or a bad gzip checksum is an
-/// error, and the voxel range and the number of non-finite voxels are reported.
+/// error, and the voxel range and the number of non-finite voxels are reported; a volume
+/// above [`max_voxels`] is not read, and [`VolumeInfo::payload_read`] says so.
 pub fn volume_info(path: &Path) -> Result<VolumeInfo> {
     let mut payload = Payload::open(path)?;
     let h = payload.header.clone();
@@ -1135,16 +1169,21 @@ pub fn volume_info(path: &Path) -> Result<VolumeInfo> {
         .map_err(|e| DataError::io(path, e))?
         .len();
     let (mut non_finite, mut lo, mut hi) = (0u64, f64::INFINITY, f64::NEG_INFINITY);
-    payload.for_each_voxel(|_, v| {
-        let v = v as f32 as f64;
-        if v.is_finite() {
-            lo = lo.min(v);
-            hi = hi.max(v);
-        } else {
-            non_finite += 1;
-        }
-        Ok(())
-    })?;
+    // Above the voxel limit the payload is not decompressed (a small file may inflate
+    // without end); the info says so.
+    let payload_read = payload.check_limit().is_ok();
+    if payload_read {
+        payload.for_each_voxel(|_, v| {
+            let v = v as f32 as f64;
+            if v.is_finite() {
+                lo = lo.min(v);
+                hi = hi.max(v);
+            } else {
+                non_finite += 1;
+            }
+            Ok(())
+        })?;
+    }
     Ok(VolumeInfo {
         path: path.to_path_buf(),
         shape: h.shape(),
@@ -1159,6 +1198,7 @@ pub fn volume_info(path: &Path) -> Result<VolumeInfo> {
         description: h.descrip.clone(),
         file_bytes,
         voxels: h.voxel_count(),
+        payload_read,
         non_finite,
         range: (lo <= hi).then_some([lo, hi]),
     })
@@ -1186,9 +1226,16 @@ pub enum NonFinite {
     ReplaceWithMin,
 }
 
-/// Position `(x, y, z)` of the `i`-th voxel in file order of an `[x, y, z, ...]` grid.
+/// Position `(x, y, z)` of the `i`-th voxel in file order of an `[x, y, z, ...]` grid;
+/// for 4D grids, `z` counts slices of all frames before it (see [`voxel_xyzt`]).
 fn voxel_xyz(i: usize, [x, y, _]: [usize; 3]) -> (usize, usize, usize) {
     (i % x, (i / x) % y, i / (x * y))
+}
+
+/// Position `(x, y, z, t)` of the `i`-th voxel in file order of an `[x, y, z, t]` grid.
+fn voxel_xyzt(i: usize, [x, y, z]: [usize; 3]) -> (usize, usize, usize, usize) {
+    let (x, y, zt) = voxel_xyz(i, [x, y, z]);
+    (x, y, zt % z.max(1), zt / z.max(1))
 }
 
 /// Applies `policy` to the non-finite values of `values` (file order, grid `xyz`);
@@ -1212,7 +1259,7 @@ fn handle_non_finite(
     }
     let Some(first) = first else { return Ok(0) };
     if policy == NonFinite::Reject || !min.is_finite() {
-        let (x, y, z) = voxel_xyz(first, xyz);
+        let (x, y, z, t) = voxel_xyzt(first, xyz);
         return Err(DataError::NonFiniteVoxels {
             path: path.to_path_buf(),
             count,
@@ -1220,6 +1267,7 @@ fn handle_non_finite(
             x,
             y,
             z,
+            t,
         });
     }
     for v in values.iter_mut().filter(|v| !v.is_finite()) {

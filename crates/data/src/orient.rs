@@ -6,13 +6,11 @@
 //! stack was acquired on, whatever order the file stores its axes in. NIfTI says nothing
 //! about which axis that is; slimseg finds it from the geometry:
 //!
-//! - **Through-plane axis**: the voxel axis with the largest spacing (the affine's column
-//!   norms): ACDC slices lie 5-10 mm apart, in-plane pixels are 1.3-1.7 mm. Spacings
-//!   within 1% of each other are a tie; a tie is resolved in favour of the file's third
-//!   axis (the NIfTI convention for stacks, and the only choice for isotropic volumes);
-//!   a tie that does not involve the third axis is refused, as no plane can be trusted.
-//!   A single-slice volume's slice axis is its axis of extent 1. The slice axis becomes
-//!   the last axis.
+//! - **Through-plane axis**: the voxel axis whose spacing (the affine's column norm) is
+//!   at least 1.2 times both others: ACDC slices lie 5-10 mm apart, in-plane pixels are
+//!   1.3-1.7 mm. When no axis stands out so (isotropic or thin-slice volumes), the file's
+//!   third axis, the NIfTI convention for stacks. A single-slice volume's slice axis is
+//!   its axis of extent 1. The slice axis becomes the last axis.
 //! - **In-plane axes**, by [`OrientationPolicy`]:
 //!   - `stored` (the default, as nnU-Net's spacing-based transpose): the two other axes
 //!     keep their order and direction in the file. A file with its slices on the third
@@ -53,8 +51,8 @@ pub enum OrientationPolicy {
     World,
 }
 
-/// Relative tolerance under which two spacings are a tie.
-const SPACING_TIE: f64 = 0.01;
+/// How much larger than both others a spacing must be to mark the slice axis.
+const SLICE_RATIO: f64 = 1.2;
 
 /// How a file's voxel axes map to the canonical slice order: canonical NIfTI axis `c`
 /// (0 = x, 1 = y, 2 = z, the slice axis) is file axis `perm[c]`, reversed when `flip[c]`.
@@ -90,27 +88,16 @@ impl SliceOrientation {
         // (2D files have no third spacing at all).
         let xyz = h.shape_xyz();
         let single: Vec<usize> = (0..3).filter(|&j| xyz[j] == 1).collect();
-        let largest = spacing.iter().cloned().fold(0.0, f64::max);
-        let tied: Vec<usize> = if single.is_empty() {
-            (0..3)
-                .filter(|&j| spacing[j] >= largest * (1.0 - SPACING_TIE))
-                .collect()
-        } else {
-            single
-        };
-        let slice = if tied.contains(&2) {
-            2
-        } else if tied.len() == 1 {
-            tied[0]
-        } else {
-            return Err(DataError::InvalidNifti {
-                path: path.to_path_buf(),
-                reason: format!(
-                    "cannot tell the slice axis: voxel axes {tied:?} share the largest spacing \
-                     ({:.3} x {:.3} x {:.3} mm) and neither is the third axis",
-                    spacing[0], spacing[1], spacing[2]
-                ),
-            });
+        let widest = (0..3)
+            .max_by(|&p, &q| spacing[p].total_cmp(&spacing[q]))
+            .expect("three axes");
+        let clearly_widest = (0..3)
+            .filter(|&j| j != widest)
+            .all(|j| spacing[widest] >= SLICE_RATIO * spacing[j]);
+        let slice = match single.last() {
+            Some(&j) => j,
+            None if clearly_widest => widest,
+            None => 2,
         };
         let inplane: Vec<usize> = (0..3).filter(|&j| j != slice).collect();
         if policy == OrientationPolicy::Stored {

@@ -790,25 +790,33 @@ pub fn generate(root: &Path, cfg: &SynthConfig) -> Result<SynthSummary> {
             });
         }
     }
-    // The cohort is written into a sibling staging folder and renamed into place when
-    // complete, so an interrupted generation leaves no half cohort at `root`; a staging
-    // folder left by a killed run is removed first.
+    // The cohort is written into a new sibling staging folder of this process and
+    // renamed into place when complete (over `root` when it is an empty folder), so an
+    // interrupted generation leaves no half cohort at `root`; a failed one removes its
+    // staging folder. A killed one leaves `.NAME.partial-PID-N` behind, never at `root`.
     let name = root
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "cohort".into());
-    let staging = root.with_file_name(format!(".{name}.partial"));
-    if staging.exists() {
-        std::fs::remove_dir_all(&staging).map_err(|e| DataError::io(&staging, e))?;
+    if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| DataError::io(parent, e))?;
     }
-    let summary = write_cohort(&staging, cfg)?;
-    if root.exists() {
-        std::fs::remove_dir(root).map_err(|e| DataError::io(root, e))?;
+    let staging = (0u32..)
+        .map(|n| root.with_file_name(format!(".{name}.partial-{}-{n}", std::process::id())))
+        .find(|p| !p.exists())
+        .expect("a free staging name");
+    std::fs::create_dir(&staging).map_err(|e| DataError::io(&staging, e))?;
+    let summary = write_cohort(&staging, cfg).and_then(|s| {
+        std::fs::rename(&staging, root)
+            .map(|_| s)
+            .map_err(|e| DataError::io(root, e))
+    });
+    if summary.is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
     }
-    std::fs::rename(&staging, root).map_err(|e| DataError::io(root, e))?;
     Ok(SynthSummary {
         root: root.to_path_buf(),
-        ..summary
+        ..summary?
     })
 }
 

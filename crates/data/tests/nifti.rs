@@ -422,4 +422,50 @@ fn geometry_difference_names_what_differs() {
             .unwrap()
             .contains("spacing")
     );
+    // A label map saved without any placement (qform and sform codes 0): extents and
+    // spacing only.
+    let mut unplaced = a.clone();
+    unplaced.qform_code = 0;
+    unplaced.sform_code = 0;
+    assert_eq!(nii::geometry_difference(&unplaced, &a), None);
+    unplaced.pixdim[1] = 2.0;
+    let why = nii::geometry_difference(&unplaced, &a).unwrap();
+    assert!(why.contains("spacing"), "{why}");
+}
+
+#[test]
+fn header_only_pairs_and_4d_non_finite_voxels_are_named() {
+    let h = NiftiHeader::new_3d([2, 2, 2], [1.0, 1.0, 1.0], NiftiType::I16);
+    let mut raw = h.to_bytes().to_vec();
+    raw[344..348].copy_from_slice(b"ni1\0");
+    let pair = tmp("pair.hdr");
+    std::fs::write(&pair, &raw).unwrap();
+    let e = read_header(&pair).unwrap_err();
+    assert!(
+        e.to_string().contains(".hdr/.img") && e.to_string().contains("pair.hdr"),
+        "{e}"
+    );
+
+    // A NaN in frame 1 of a 3 x 2 x 2 x 2 cine volume is reported at its (x, y, z, t).
+    let h = NiftiHeader::new_3d([3, 2, 2], [1.0, 1.0, 1.0], NiftiType::F32);
+    let mut data = ndarray::Array4::<f32>::zeros((2, 2, 2, 3));
+    data[[1, 1, 0, 2]] = f32::NAN;
+    let p = tmp("cine.nii.gz");
+    nii::write_volume_4d(&p, data.view(), &h, 1.0, GzLevel::Fast).unwrap();
+    let e = nii::read_volume_4d(&p).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            DataError::NonFiniteVoxels {
+                x: 2,
+                y: 0,
+                z: 1,
+                t: 1,
+                count: 1,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("t=1"), "{e}");
 }
