@@ -7,6 +7,7 @@
 mod data_cmd;
 mod doctor;
 mod guard;
+mod lock;
 mod plot;
 mod report;
 mod reproduce;

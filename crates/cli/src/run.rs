@@ -27,6 +27,8 @@ use slimseg_search::config::{DeviceChoice, SplitConfig};
 use slimseg_search::data::{Cohort, load_cohort};
 use slimseg_search::{Error as SearchError, RunConfig};
 
+use crate::lock::{Access, RunLock};
+
 /// The stage folders in pipeline order.
 pub const STAGES: [&str; 4] = ["baseline", "search", "compressed", "finetuned"];
 
@@ -98,13 +100,16 @@ pub struct RunArgs {
     pub synth: SynthSize,
 }
 
-/// A resolved run: its directory and configuration.
+/// A resolved run: its directory and configuration, and the lock that makes this
+/// process its only user while the value lives.
 #[derive(Debug, Clone)]
 pub struct Run {
     /// The run directory.
     pub root: PathBuf,
     /// The configuration, with overrides applied and `data.root` resolved when data is used.
     pub cfg: RunConfig,
+    /// The run directory's lock, held for the whole command.
+    _lock: RunLock,
 }
 
 /// What `stage.json` records.
@@ -264,6 +269,16 @@ impl Run {
     /// resolved too: `--data`, else the configuration's `data.root`, else the synthetic
     /// cohort in `RUN/data` (generated if missing). Writes `RUN/config.toml` when missing.
     pub fn open(args: &RunArgs, need_data: bool) -> Result<Run> {
+        Self::open_with(args, need_data, Access::Write)
+    }
+
+    /// Opens a run only to read it (`predict`, `info`): a shared lock, which other
+    /// readers may hold too but no writer; nothing is written.
+    pub fn open_read_only(args: &RunArgs) -> Result<Run> {
+        Self::open_with(args, false, Access::Read)
+    }
+
+    fn open_with(args: &RunArgs, need_data: bool, access: Access) -> Result<Run> {
         let root = match (&args.run, &args.config) {
             (Some(r), _) => r.clone(),
             (None, Some(c)) => {
@@ -308,18 +323,24 @@ impl Run {
             }
             cfg.data.root = Some(absolute(d)?);
         }
+        // Lock before anything of the run is written (the cohort, config.toml, stages).
+        std::fs::create_dir_all(&root)
+            .with_context(|| format!("cannot create the run directory {}", root.display()))?;
+        let lock = RunLock::acquire(&root, access)?;
         if need_data && cfg.data.root.is_none() {
             let data = absolute(&root.join("data"))?;
             ensure_synth(&data, &args.synth)?;
             cfg.data.split = synth_split(&data, &args.synth)?;
             cfg.data.root = Some(data);
         }
-        std::fs::create_dir_all(&root)
-            .with_context(|| format!("cannot create the run directory {}", root.display()))?;
-        if !saved.exists() && (need_data || cfg.data.root.is_some()) {
+        if access == Access::Write && !saved.exists() && (need_data || cfg.data.root.is_some()) {
             cfg.save_toml(&saved)?;
         }
-        Ok(Run { root, cfg })
+        Ok(Run {
+            root,
+            cfg,
+            _lock: lock,
+        })
     }
 
     /// A stage folder.

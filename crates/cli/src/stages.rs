@@ -664,7 +664,7 @@ fn fmt_opt(v: Option<f64>, digits: usize) -> String {
 /// `predict IN -o OUT`: segments a 3D volume along its through-plane axis (found from
 /// the affine and spacing); the labels are on the input's grid and keep its header.
 pub fn predict_cmd(args: PredictArgs) -> Result<()> {
-    let run = Run::open(&args.run, false)?;
+    let run = Run::open_read_only(&args.run)?;
     std::fs::metadata(&args.input)
         .with_context(|| format!("cannot read the input volume {}", args.input.display()))?;
     check_output(&args.out, &[&args.input], &run.root, args.overwrite)?;
@@ -816,7 +816,7 @@ pub fn model_info(
 
 /// `info`: per-layer kept widths, parameters and MACs of a stage's model.
 pub fn info_cmd(args: InfoArgs) -> Result<()> {
-    let run = Run::open(&args.run, false)?;
+    let run = Run::open_read_only(&args.run)?;
     let arch = stage_arch(&run, args.stage)?;
     let info = model_info(&run.cfg.model, args.stage, arch.as_ref())?;
     if args.json {

@@ -1,0 +1,161 @@
+//! End-to-end tests of run directories through the `slimseg` binary: one writing
+//! command per run at a time (reading commands share it; `e2e_inputs` runs several
+//! `predict`s on one run at once).
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{BIN, fails, ok, scratch, tiny_config};
+
+/// A child process killed when dropped, so a failing assertion leaves none behind.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_second_command_on_a_busy_run_is_refused_naming_the_holder() {
+    let dir = scratch("lock");
+    let run = dir.join("run");
+    let (r, cfg) = (run.to_str().unwrap(), tiny_config());
+    // A baseline training long enough to be caught in the act.
+    let mut first = Killed(
+        Command::new(BIN)
+            .args(["train", "--config", cfg.to_str().unwrap(), "--run", r])
+            .args([
+                "--synth-train",
+                "2",
+                "--synth-val",
+                "1",
+                "--synth-test",
+                "1",
+            ])
+            .args(["--set", "train.epochs=400", "--set", "train.progress=false"])
+            .args(["--device", "cpu"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let holder = format!("pid {}", first.0.id());
+    let started = Instant::now();
+    // Wait until it holds the lock and has written the run's configuration.
+    while !(std::fs::read_to_string(run.join(".lock")).is_ok_and(|s| s.contains(&holder))
+        && run.join("config.toml").is_file())
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the lock never appeared"
+        );
+        assert!(
+            first.0.try_wait().unwrap().is_none(),
+            "the first training ended early"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let config_before = std::fs::read(run.join("config.toml")).unwrap();
+    // A second training with other settings is refused at once and changes nothing.
+    fails(
+        &[
+            "train",
+            "--run",
+            r,
+            "--set",
+            "train.epochs=4",
+            "--device",
+            "cpu",
+        ],
+        &["in use by", &holder, "train", r],
+    );
+    // A reading command waits for no writer either.
+    fails(
+        &["info", "--run", r, "--stage", "baseline"],
+        &["in use by", &holder],
+    );
+    assert!(
+        first.0.try_wait().unwrap().is_none(),
+        "the first training goes on"
+    );
+    assert_eq!(
+        std::fs::read(run.join("config.toml")).unwrap(),
+        config_before,
+        "the refused command wrote nothing"
+    );
+    // Once the holder is gone (killed, not cleaned up), the lock is free again.
+    drop(first);
+    ok(&[
+        "bench",
+        "--run",
+        r,
+        "--device",
+        "cpu",
+        "--batch",
+        "1",
+        "--warmup",
+        "0",
+        "--repeats",
+        "1",
+        "--structured-mac-reduction",
+        "0.3",
+    ]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn reading_commands_share_a_run_and_keep_writers_out() {
+    use std::os::fd::AsRawFd;
+    let dir = scratch("shared");
+    let run = dir.join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let (r, cfg) = (run.to_str().unwrap(), tiny_config());
+    let info = [
+        "info",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--run",
+        r,
+        "--stage",
+        "baseline",
+    ];
+    let train = [
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--run",
+        r,
+        "--device",
+        "cpu",
+    ];
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(run.join(".lock"))
+        .unwrap();
+    let flock = |op| {
+        // SAFETY: flock on the descriptor of `lock`, which outlives the call.
+        assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), op) }, 0);
+    };
+    // This test holds the lock as a reader would: another reader gets in, a writer not.
+    flock(libc::LOCK_SH);
+    ok(&info);
+    fails(&train, &["in use by a reading command"]);
+    assert!(
+        !run.join("config.toml").exists(),
+        "the refused writer wrote nothing"
+    );
+    // Held as a writer: readers are kept out too.
+    flock(libc::LOCK_UN);
+    flock(libc::LOCK_EX);
+    fails(&info, &["in use by"]);
+    flock(libc::LOCK_UN);
+    ok(&info);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
