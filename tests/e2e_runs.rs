@@ -159,3 +159,69 @@ fn reading_commands_share_a_run_and_keep_writers_out() {
     ok(&info);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn leftovers_of_interrupted_writes_are_removed_by_the_next_writer() {
+    let dir = scratch("leftovers");
+    let run = dir.join("run");
+    let (r, cfg) = (run.to_str().unwrap(), tiny_config());
+    let leftovers = [
+        "baseline/.weights.safetensors.tmp-999-0",
+        "compressed/.model.toml.tmp4242",
+        "baseline/checkpoints/.epoch-0003.tmp/model.safetensors",
+        ".data.partial-5-0/training/patient001/Info.cfg",
+    ];
+    let kept = [
+        "notes.tmp",
+        "baseline/weights.safetensors",
+        "baseline/.hidden",
+    ];
+    for f in leftovers.iter().chain(&kept) {
+        let path = run.join(f);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, vec![7u8; 1000]).unwrap();
+    }
+    // A reading command leaves them (a writer may be the one that made them).
+    ok(&[
+        "info",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--run",
+        r,
+        "--stage",
+        "baseline",
+    ]);
+    assert!(run.join(leftovers[0]).exists());
+    let o = ok(&[
+        "bench",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--run",
+        r,
+        "--device",
+        "cpu",
+        "--batch",
+        "1",
+        "--warmup",
+        "0",
+        "--repeats",
+        "1",
+        "--structured-mac-reduction",
+        "0.3",
+    ]);
+    let t = common::text(&o);
+    assert!(
+        t.contains("removed 4 temporary file(s) of interrupted writes"),
+        "{t}"
+    );
+    for f in leftovers {
+        assert!(!run.join(f).exists(), "{f} is left");
+    }
+    assert!(run.join("baseline/checkpoints").is_dir() && run.join("compressed").is_dir());
+    assert!(!run.join(".data.partial-5-0").exists());
+    assert!(!run.join("baseline/checkpoints/.epoch-0003.tmp").exists());
+    for f in kept {
+        assert!(run.join(f).exists(), "{f} was removed");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -6,6 +6,10 @@
 //! writer's pid and command line, instead of training beside it and leaving stage
 //! records and configuration that disagree. The kernel drops the lock when its holder
 //! exits, however it exits, so a lock left by a dead process is simply taken.
+//!
+//! Holding the exclusive lock also means that no other process is writing into the run,
+//! so every temporary file or staging folder found in it was left by an interrupted
+//! write: [`remove_leftovers`] deletes them when a writing command starts.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
@@ -98,5 +102,95 @@ fn try_flock(file: &File, op: libc::c_int) -> std::io::Result<()> {
         Ok(())
     } else {
         Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Whether a file or folder name is one of slimseg's temporary names: `.NAME.tmp-PID-N`
+/// (atomic file writes of slimseg-data), `.NAME.tmpPID` (slimseg-model), `.NAME.tmp`
+/// (checkpoint folders being written) or `.NAME.partial-PID-N` (a synthetic cohort
+/// being generated).
+fn is_leftover(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix('.') else {
+        return false;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let pid_n = |s: &str| {
+        s.split_once('-')
+            .is_some_and(|(a, b)| digits(a) && digits(b))
+    };
+    if let Some((stem, tail)) = rest.rsplit_once(".tmp") {
+        return !stem.is_empty()
+            && (tail.is_empty() || digits(tail) || tail.strip_prefix('-').is_some_and(pid_n));
+    }
+    rest.rsplit_once(".partial-")
+        .is_some_and(|(stem, tail)| !stem.is_empty() && pid_n(tail))
+}
+
+/// Deletes, under `root` (not following symlinks), every temporary file or folder that
+/// an interrupted write left behind; returns how many and their size in bytes. Call it
+/// only while holding the run's exclusive lock.
+pub fn remove_leftovers(root: &Path) -> Result<(usize, u64)> {
+    fn size(path: &Path) -> u64 {
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.is_dir() => std::fs::read_dir(path)
+                .map(|es| es.flatten().map(|e| size(&e.path())).sum())
+                .unwrap_or(0),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        }
+    }
+    let (mut count, mut bytes) = (0, 0);
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let entries =
+            std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if is_leftover(&entry.file_name().to_string_lossy()) {
+                bytes += size(&path);
+                if kind.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                }
+                .with_context(|| format!("cannot remove the leftover {}", path.display()))?;
+                count += 1;
+            } else if kind.is_dir() {
+                pending.push(path);
+            }
+        }
+    }
+    Ok((count, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_leftover;
+
+    #[test]
+    fn temporary_names_are_told_from_user_files() {
+        for name in [
+            ".weights.safetensors.tmp-123-0",
+            ".model.toml.tmp4242",
+            ".epoch-0003.tmp",
+            ".data.partial-77-2",
+        ] {
+            assert!(is_leftover(name), "{name}");
+        }
+        for name in [
+            "weights.safetensors.tmp-1-0",
+            ".lock",
+            ".notes.tmpl",
+            ".tmp",
+            ".x.tmp-1",
+            ".x.tmp-a-1",
+            ".data.partial-1",
+            "notes.tmp",
+        ] {
+            assert!(!is_leftover(name), "{name}");
+        }
     }
 }

@@ -27,7 +27,7 @@ use slimseg_search::config::{DeviceChoice, SplitConfig};
 use slimseg_search::data::{Cohort, load_cohort};
 use slimseg_search::{Error as SearchError, RunConfig};
 
-use crate::lock::{Access, RunLock};
+use crate::lock::{Access, RunLock, remove_leftovers};
 
 /// The stage folders in pipeline order.
 pub const STAGES: [&str; 4] = ["baseline", "search", "compressed", "finetuned"];
@@ -327,6 +327,16 @@ impl Run {
         std::fs::create_dir_all(&root)
             .with_context(|| format!("cannot create the run directory {}", root.display()))?;
         let lock = RunLock::acquire(&root, access)?;
+        if access == Access::Write {
+            let (n, bytes) = remove_leftovers(&root)?;
+            if n > 0 {
+                eprintln!(
+                    "removed {n} temporary file(s) of interrupted writes from {} ({:.1} MB)",
+                    root.display(),
+                    bytes as f64 / 1e6
+                );
+            }
+        }
         if need_data && cfg.data.root.is_none() {
             let data = absolute(&root.join("data"))?;
             ensure_synth(&data, &args.synth)?;
