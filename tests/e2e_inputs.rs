@@ -22,27 +22,9 @@ fn s(p: &Path) -> &str {
 /// tell apart), under `data.orientation` = `orientation`.
 fn train_run(orientation: &str) -> PathBuf {
     let run = scratch(&format!("inputs-run-{orientation}")).join("run");
-    ok(&[
-        "train",
-        "--config",
-        s(&tiny_config()),
-        "--run",
-        s(&run),
-        "--synth-train",
-        "2",
-        "--synth-val",
-        "1",
-        "--synth-test",
-        "1",
-        "--set",
-        "train.epochs=6",
-        "--set",
-        "train.progress=false",
-        "--set",
-        &format!("data.orientation={orientation}"),
-        "--device",
-        "cpu",
-    ]);
+    let mut args = common::tiny_train_args(&run, 6);
+    args.extend(["--set".into(), format!("data.orientation={orientation}")]);
+    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
     run
 }
 

@@ -7,7 +7,29 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BIN, fails, ok, scratch, tiny_config};
+use common::{BIN, fails, ok, scratch, tiny_config, tiny_train_args};
+
+/// A quick writing command on `run`: a latency benchmark of a structured subnet, which
+/// needs only a configuration (given with `--config`, or the run's own).
+fn quick_write(run: &str, config: Option<&std::path::Path>) -> std::process::Output {
+    let mut args = vec!["bench"];
+    if let Some(c) = config {
+        args.extend(["--config", c.to_str().unwrap()]);
+    }
+    args.extend([
+        "--run", run, "--device", "cpu", "--batch", "1", "--warmup", "0",
+    ]);
+    args.extend(["--repeats", "1", "--structured-mac-reduction", "0.3"]);
+    ok(&args)
+}
+
+/// A reading command on `run` that needs only a configuration: `info` of the baseline.
+fn read_args<'a>(run: &'a str, config: &'a std::path::Path) -> [&'a str; 7] {
+    let config = config.to_str().unwrap();
+    [
+        "info", "--config", config, "--run", run, "--stage", "baseline",
+    ]
+}
 
 /// A child process killed when dropped, so a failing assertion leaves none behind.
 struct Killed(std::process::Child);
@@ -23,21 +45,11 @@ impl Drop for Killed {
 fn a_second_command_on_a_busy_run_is_refused_naming_the_holder() {
     let dir = scratch("lock");
     let run = dir.join("run");
-    let (r, cfg) = (run.to_str().unwrap(), tiny_config());
+    let r = run.to_str().unwrap();
     // A baseline training long enough to be caught in the act.
     let mut first = Killed(
         Command::new(BIN)
-            .args(["train", "--config", cfg.to_str().unwrap(), "--run", r])
-            .args([
-                "--synth-train",
-                "2",
-                "--synth-val",
-                "1",
-                "--synth-test",
-                "1",
-            ])
-            .args(["--set", "train.epochs=400", "--set", "train.progress=false"])
-            .args(["--device", "cpu"])
+            .args(tiny_train_args(&run, 400))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -89,21 +101,7 @@ fn a_second_command_on_a_busy_run_is_refused_naming_the_holder() {
     );
     // Once the holder is gone (killed, not cleaned up), the lock is free again.
     drop(first);
-    ok(&[
-        "bench",
-        "--run",
-        r,
-        "--device",
-        "cpu",
-        "--batch",
-        "1",
-        "--warmup",
-        "0",
-        "--repeats",
-        "1",
-        "--structured-mac-reduction",
-        "0.3",
-    ]);
+    quick_write(r, None);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -114,15 +112,7 @@ fn reading_commands_share_a_run_and_keep_writers_out() {
     let run = dir.join("run");
     std::fs::create_dir_all(&run).unwrap();
     let (r, cfg) = (run.to_str().unwrap(), tiny_config());
-    let info = [
-        "info",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--run",
-        r,
-        "--stage",
-        "baseline",
-    ];
+    let info = read_args(r, &cfg);
     let train = [
         "train",
         "--config",
@@ -182,33 +172,9 @@ fn leftovers_of_interrupted_writes_are_removed_by_the_next_writer() {
         std::fs::write(&path, vec![7u8; 1000]).unwrap();
     }
     // A reading command leaves them (a writer may be the one that made them).
-    ok(&[
-        "info",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--run",
-        r,
-        "--stage",
-        "baseline",
-    ]);
+    ok(&read_args(r, &cfg));
     assert!(run.join(leftovers[0]).exists());
-    let o = ok(&[
-        "bench",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--run",
-        r,
-        "--device",
-        "cpu",
-        "--batch",
-        "1",
-        "--warmup",
-        "0",
-        "--repeats",
-        "1",
-        "--structured-mac-reduction",
-        "0.3",
-    ]);
+    let o = quick_write(r, Some(&cfg));
     let t = common::text(&o);
     assert!(
         t.contains("removed 4 temporary file(s) of interrupted writes"),

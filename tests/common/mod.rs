@@ -64,3 +64,33 @@ pub fn json_stdout(args: &[&str]) -> serde_json::Value {
     let o = ok(args);
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}\n{}", text(&o)))
 }
+
+/// Arguments of a `train` of the tiny preset into `run` for `epochs` epochs on CPU, on a
+/// synthetic cohort of 2 training, 1 validation and 1 test patients, without a progress
+/// bar.
+pub fn tiny_train_args(run: &Path, epochs: usize) -> Vec<String> {
+    let run = run.to_str().unwrap();
+    let config = tiny_config();
+    let epochs = format!("train.epochs={epochs}");
+    [
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--run",
+        run,
+        "--synth-train",
+        "2",
+        "--synth-val",
+        "1",
+        "--synth-test",
+        "1",
+        "--set",
+        &epochs,
+        "--set",
+        "train.progress=false",
+        "--device",
+        "cpu",
+    ]
+    .map(String::from)
+    .to_vec()
+}

@@ -18,13 +18,9 @@ fn identity(path: &Path) -> Option<PathBuf> {
     std::fs::canonicalize(path).ok()
 }
 
-/// `path`, joined to the working directory when relative.
+/// `path`, joined to the working directory when relative (as is, if that is unknown).
 fn absolute(path: &Path) -> PathBuf {
-    if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        std::env::current_dir().unwrap_or_default().join(path)
-    }
+    crate::run::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// Appends `parts` to `out`, applying `.` and `..` by their names alone.

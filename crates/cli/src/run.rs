@@ -202,7 +202,8 @@ pub fn load_config(path: &Path, sets: &[String]) -> Result<RunConfig> {
     })
 }
 
-fn absolute(p: &Path) -> Result<PathBuf> {
+/// `p`, joined to the working directory when relative.
+pub(crate) fn absolute(p: &Path) -> Result<PathBuf> {
     if p.is_absolute() {
         Ok(p.to_path_buf())
     } else {

@@ -635,9 +635,8 @@ impl NiftiHeader {
     /// 0. This is the inverse of `qform_affine`, as in `nifti1_io`.
     pub fn set_qform(&mut self, m: &Affine) {
         let mut r = [[0.0f64; 3]; 3];
-        let mut spacing = [0.0f64; 3];
+        let spacing = column_norms(m);
         for j in 0..3 {
-            spacing[j] = (0..3).map(|i| m[i][j] * m[i][j]).sum::<f64>().sqrt();
             for i in 0..3 {
                 r[i][j] = m[i][j] / spacing[j].max(f64::MIN_POSITIVE);
             }
@@ -768,9 +767,7 @@ pub fn geometry_difference(a: &NiftiHeader, b: &NiftiHeader) -> Option<String> {
         ));
     }
     let (ma, mb) = (a.affine(), b.affine());
-    let norm = |m: &Affine, j: usize| (0..3).map(|i| m[i][j] * m[i][j]).sum::<f64>().sqrt();
-    let sa = [0, 1, 2].map(|j| norm(&ma, j));
-    let sb = [0, 1, 2].map(|j| norm(&mb, j));
+    let (sa, sb) = (column_norms(&ma), column_norms(&mb));
     for j in 0..3 {
         if (sa[j] - sb[j]).abs() > 1e-4 * sa[j].max(sb[j]) {
             return Some(format!(
@@ -807,6 +804,11 @@ pub fn geometry_difference(a: &NiftiHeader, b: &NiftiHeader) -> Option<String> {
         ));
     }
     None
+}
+
+/// The lengths of an affine's three voxel-axis columns: the spacing in mm it implies.
+pub fn column_norms(m: &Affine) -> [f64; 3] {
+    [0, 1, 2].map(|j| (0..3).map(|i| m[i][j] * m[i][j]).sum::<f64>().sqrt())
 }
 
 fn identity() -> Affine {

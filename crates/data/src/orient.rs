@@ -38,7 +38,7 @@ use ndarray::{Array3, ArrayView3, Axis};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Result};
-use crate::nii::{Affine, NiftiHeader, Volume};
+use crate::nii::{Affine, NiftiHeader, Volume, column_norms};
 
 /// How the two in-plane axes of a volume are ordered (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -75,9 +75,7 @@ impl SliceOrientation {
     /// header `h` under `policy` (see the module docs); `path` names the file in errors.
     pub fn of(h: &NiftiHeader, path: &Path, policy: OrientationPolicy) -> Result<Self> {
         let a = h.affine();
-        let col = |j: usize| [a[0][j], a[1][j], a[2][j]];
-        let norm = |v: [f64; 3]| (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt();
-        let spacing = [0, 1, 2].map(|j| norm(col(j)));
+        let spacing = column_norms(&a);
         if spacing.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
             return Err(DataError::InvalidNifti {
                 path: path.to_path_buf(),
@@ -106,7 +104,7 @@ impl SliceOrientation {
                 flip: [false; 3],
             });
         }
-        let unit = |j: usize| col(j).map(|v| v / spacing[j]);
+        let unit = |j: usize| [a[0][j], a[1][j], a[2][j]].map(|v| v / spacing[j]);
         // Greedy matching of the two in-plane axes to world axes, strongest first.
         let mut best = (0usize, 0usize, -1.0f64);
         for (i, &j) in inplane.iter().enumerate() {
@@ -145,11 +143,6 @@ impl SliceOrientation {
     /// The file's through-plane axis (NIfTI order: 0 = x, 1 = y, 2 = z).
     pub fn slice_axis(&self) -> usize {
         self.perm[2]
-    }
-
-    /// Canonical `[x, y, z]` extents of a file grid of extents `xyz`.
-    pub fn canonical_shape(&self, xyz: [usize; 3]) -> [usize; 3] {
-        self.perm.map(|a| xyz[a])
     }
 
     /// In words, e.g. `file axes (z, x, y) as (x, y, slices), x reversed`.
