@@ -78,20 +78,21 @@ fn pipeline_end_to_end() {
         "baseline/stage.json",
         "search/weights.safetensors",
         "search/gates_end.json",
-        "search/subnet.toml",
         "search/eval.json",
         "compressed/model.toml",
         "compressed/weights.safetensors",
         "compressed/subnet.toml",
         "compressed/equivalence.json",
-        "compressed/latency.json",
         "compressed/eval.json",
         "finetuned/model/model.toml",
         "finetuned/model/weights.safetensors",
         "finetuned/log.csv",
         "finetuned/eval.json",
         "finetuned/stage.json",
+        "bench/latency.json",
+        "bench/stage.json",
         "report/report.json",
+        "report/stage.json",
     ] {
         assert!(run.join(f).is_file(), "{f} missing");
     }
@@ -143,7 +144,11 @@ fn pipeline_end_to_end() {
     );
     assert_eq!(macs(2), macs(3), "fine-tuning keeps the architecture");
     assert_eq!(models[0]["flops"].as_u64().unwrap(), 2 * macs(0));
-    assert!(models[3]["latency_ms"].as_f64().unwrap() > 0.0);
+    for m in models {
+        assert!(m["latency_ms"][0].as_f64().unwrap() > 0.0, "own latency: {m}");
+    }
+    assert!(rep["provenance"]["commit"].is_string());
+    assert_eq!(rep["provenance"]["stages"].as_object().unwrap().len(), 5);
     assert!(models[0]["accuracy"]["dice"].is_array());
 
     // Second reproduce: nothing is retrained.
@@ -151,9 +156,9 @@ fn pipeline_end_to_end() {
     let before = std::fs::metadata(&best).unwrap().modified().unwrap();
     let o = ok(&argv);
     let t = text(&o);
-    for stage in ["baseline", "search", "compressed", "finetuned"] {
+    for stage in ["baseline", "search", "compressed", "finetuned", "bench", "report"] {
         assert!(
-            t.contains(&format!("[{stage}] complete")),
+            t.contains(&format!("[{stage}] done")) && t.contains("skipped"),
             "second reproduce should skip {stage}:\n{t}"
         );
     }
@@ -168,7 +173,7 @@ fn pipeline_end_to_end() {
     std::fs::remove_file(run.join("finetuned/stage.json")).unwrap();
     let o = ok(&argv);
     let t = text(&o);
-    assert!(t.contains("[search] complete"), "{t}");
+    assert!(t.contains("[search] done"), "{t}");
     assert!(
         t.contains("[finetune]"),
         "fine-tuning should run again:\n{t}"
@@ -240,12 +245,10 @@ fn pipeline_end_to_end() {
     );
     assert_eq!(info["macs"].as_u64().unwrap(), macs(2));
 
-    // bench with the interface xtask uses.
+    // bench with other options: a side measurement of every model.
     let bench_json = dir.join("bench.json");
     ok(&[
         "bench",
-        "--config",
-        tiny_config().to_str().unwrap(),
         "--run",
         r,
         "--device",
@@ -260,11 +263,17 @@ fn pipeline_end_to_end() {
         bench_json.to_str().unwrap(),
     ]);
     let b = json(&bench_json);
-    assert_eq!(b["rows"][0]["batch"], 2);
-    assert!(b["rows"][0]["compressed"]["median_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(b["batches"][0], 2);
+    assert_eq!(b["models"].as_array().unwrap().len(), 4);
+    assert!(b["models"][2]["stats"][0]["median_ms"].as_f64().unwrap() > 0.0);
 
-    // eval rewrites a stage's evaluation.
+    // eval: a side evaluation; the stage's own evaluation stays.
+    let own = std::fs::read(run.join("compressed/eval.json")).unwrap();
     ok(&["eval", "--run", r, "--stage", "compressed"]);
+    let side = json(&run.join("evals/test/compressed.json"));
+    assert_eq!(side["run_test_set"], true);
+    assert_eq!(side["report"]["volumes"], json(&run.join("compressed/eval.json"))["volumes"]);
+    assert_eq!(std::fs::read(run.join("compressed/eval.json")).unwrap(), own);
 
     // Unreachable budget: an error, and the finished compressed stage stays intact.
     fails(
@@ -302,7 +311,13 @@ fn pipeline_end_to_end() {
     // Corrupt weights: a new run dir with the same config and a garbage baseline.
     let bad = dir.join("corrupt");
     std::fs::create_dir_all(bad.join("baseline")).unwrap();
-    std::fs::copy(run.join("config.toml"), bad.join("config.toml")).unwrap();
+    let cfg = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(cfg.contains("root = \"data\""), "the data root is relative: {cfg}");
+    let cfg = cfg.replace(
+        "root = \"data\"",
+        &format!("root = {:?}", run.join("data").to_str().unwrap()),
+    );
+    std::fs::write(bad.join("config.toml"), &cfg).unwrap();
     std::fs::write(
         bad.join("baseline/best.safetensors"),
         b"not a safetensors file",
@@ -325,7 +340,6 @@ fn pipeline_end_to_end() {
     // Mismatched checkpoint: the baseline of this run under a model with other widths.
     let other = dir.join("mismatch");
     std::fs::create_dir_all(other.join("baseline")).unwrap();
-    let cfg = std::fs::read_to_string(run.join("config.toml")).unwrap();
     assert!(cfg.contains("mlp_dim = 768"), "{cfg}");
     std::fs::write(
         other.join("config.toml"),
@@ -350,10 +364,10 @@ fn pipeline_end_to_end() {
     // A stage without its predecessor names the missing file.
     let fresh = dir.join("fresh");
     std::fs::create_dir_all(&fresh).unwrap();
-    std::fs::copy(run.join("config.toml"), fresh.join("config.toml")).unwrap();
+    std::fs::write(fresh.join("config.toml"), &cfg).unwrap();
     fails(
         &["search", "--run", fresh.to_str().unwrap()],
-        &["baseline/best.safetensors", "missing"],
+        &["baseline stage is missing", "slimseg train --run"],
     );
 
     std::fs::remove_dir_all(&dir).unwrap();

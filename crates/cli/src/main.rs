@@ -1,18 +1,25 @@
 //! `slimseg`: compress transformer segmentation models for cardiac MRI.
 //!
-//! One subcommand per pipeline stage, each reading the previous stage's folder of a run
-//! directory (`RUN/{baseline,search,compressed,finetuned,report}`), plus `reproduce`
-//! (all stages), the data commands and `doctor` (the runtime the tool sees).
+//! One subcommand per stage of the run's stage graph ([`graph`]), each reading the
+//! folders of the stages above it in a run directory, plus `reproduce` (every stage),
+//! `status`, the side commands (`eval`, `predict`, `info`), the data commands and `doctor`
+//! (the runtime the tool sees).
 
 mod data_cmd;
+mod digest;
 mod doctor;
+mod eval_cmd;
+mod graph;
 mod guard;
+mod info;
 mod lock;
 mod plot;
+mod predict;
 mod report;
 mod reproduce;
 mod run;
 mod stages;
+mod status;
 
 use clap::{Parser, Subcommand};
 
@@ -39,27 +46,31 @@ enum Command {
     /// Shape, datatype, spacing, orientation and affine of a NIfTI file.
     VolumeInfo(data_cmd::VolumeInfoArgs),
     /// Train the baseline (full model, no gates) into RUN/baseline.
-    Train(stages::StageArgs),
-    /// Search: soft gates from the baseline weights, then the subnet of [select]
-    /// (RUN/search/subnet.toml).
-    Search(stages::StageArgs),
-    /// Slice the searched weights into a physically smaller model (RUN/compressed).
-    Compress(stages::CompressArgs),
+    Train(stages::baseline::TrainArgs),
+    /// Search: soft gates trained from the baseline weights (RUN/search).
+    Search(stages::search::SearchArgs),
+    /// Choose the subnet of the budget from the search's gates and slice the searched
+    /// weights into a physically smaller model (RUN/compressed).
+    Compress(stages::compress::CompressArgs),
     /// Fine-tune the compressed model (RUN/finetuned).
-    Finetune(stages::FinetuneArgs),
-    /// Evaluate stage models on the test set (Dice, HD95 in mm and voxels).
-    Eval(stages::EvalArgs),
-    /// Segment a NIfTI volume; the label volume keeps the input's header and affine.
-    Predict(stages::PredictArgs),
-    /// Per-layer kept widths, parameters and MACs of a stage's model.
-    Info(stages::InfoArgs),
-    /// Full vs compressed forward latency (RUN/compressed/latency.json).
-    Bench(stages::BenchArgs),
+    Finetune(stages::finetune::FinetuneArgs),
+    /// Each model's forward latency (RUN/bench), or a side measurement with other options
+    /// (RUN/measurements).
+    Bench(stages::bench::BenchArgs),
     /// Write the report of a run (RUN/report: Markdown, JSON, PNG).
     Report(report::ReportArgs),
-    /// Every stage in order, then the benchmark and the report; finished stages are
-    /// skipped and interrupted training resumes.
+    /// Every stage in order: done stages are skipped, stale ones redone (saying why),
+    /// interrupted training resumes.
     Reproduce(reproduce::ReproduceArgs),
+    /// The stage graph of a run: each stage done, stale (why) or missing.
+    Status(status::StatusArgs),
+    /// Side evaluation of stage models, on the run's test set or other data
+    /// (RUN/evals/NAME; never a stage's own eval.json).
+    Eval(eval_cmd::EvalArgs),
+    /// Segment a NIfTI volume; the label volume keeps the input's header and affine.
+    Predict(predict::PredictArgs),
+    /// Per-layer kept widths, parameters and MACs of a stage's model.
+    Info(info::InfoArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -79,31 +90,16 @@ fn main() -> anyhow::Result<()> {
         Command::Doctor => doctor::run(),
         Command::Data(command) => data_cmd::run(command),
         Command::VolumeInfo(args) => data_cmd::volume_info(args),
-        Command::Train(a) => {
-            let run = run::Run::open(&a.run, true)?;
-            let cohort = run.cohort()?;
-            stages::train_stage(&run, &cohort, a.force)
-        }
-        Command::Search(a) => {
-            let run = run::Run::open(&a.run, true)?;
-            let cohort = run.cohort()?;
-            stages::search_stage(&run, &cohort, a.force)
-        }
-        Command::Compress(a) => {
-            let run = run::Run::open(&a.stage.run, true)?;
-            let cohort = run.cohort()?;
-            stages::compress_stage(&run, Some(&cohort), &a)
-        }
-        Command::Finetune(a) => {
-            let run = run::Run::open(&a.stage.run, true)?;
-            let cohort = run.cohort()?;
-            stages::finetune_stage(&run, &cohort, &a)
-        }
-        Command::Eval(a) => stages::eval_cmd(a),
-        Command::Predict(a) => stages::predict_cmd(a),
-        Command::Info(a) => stages::info_cmd(a),
-        Command::Bench(a) => stages::bench_cmd(a),
+        Command::Train(a) => stages::baseline::cmd(a),
+        Command::Search(a) => stages::search::cmd(a),
+        Command::Compress(a) => stages::compress::cmd(a),
+        Command::Finetune(a) => stages::finetune::cmd(a),
+        Command::Bench(a) => stages::bench::cmd(a),
         Command::Report(a) => report::report_cmd(a),
         Command::Reproduce(a) => reproduce::reproduce_cmd(a),
+        Command::Status(a) => status::cmd(a),
+        Command::Eval(a) => eval_cmd::cmd(a),
+        Command::Predict(a) => predict::predict_cmd(a),
+        Command::Info(a) => info::info_cmd(a),
     }
 }

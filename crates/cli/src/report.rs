@@ -1,5 +1,8 @@
 //! `slimseg report RUN`: baseline, searched, compressed and fine-tuned models side by
-//! side (Markdown + JSON + PNG) in `RUN/report`.
+//! side (Markdown + JSON + PNG) in `RUN/report`, each with its own test-set scores and
+//! its own measured latency, and where every number came from: the stages'
+//! fingerprints, the data's identity, the versions, device and threads. It is a stage of
+//! the graph, so it is only made from stages that are up to date with each other.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -7,7 +10,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::json;
-use slimseg_compress::LatencyReport;
 use slimseg_data::AcdcDataset;
 use slimseg_data::metrics::mean_defined;
 use slimseg_data::pipeline::resize_cubic;
@@ -21,13 +23,15 @@ use slimseg_search::engine::read_gate_values;
 use slimseg_search::select::SubnetSpec;
 use slimseg_search::stages::SUBNET_FILE;
 
+use crate::graph::{Ctx, GRAPH, Provenance, StageRecord, states};
+
 use crate::plot::{
     Canvas, Chart, HistogramPanel, Series, bin_counts, colors, histograms, line_charts,
 };
-use crate::run::{Run, RunArgs, STAGE_RECORD, StageRecord, read_json};
-use crate::stages::{
-    LATENCY_FILE, ModelInfo, ModelStage, load_stage_model, model_info, read_eval, stage_arch,
-};
+use crate::run::{Run, RunArgs, read_json};
+use crate::stages::bench::{BenchReport, LATENCY_FILE, side_measurements};
+use crate::stages::{ModelInfo, ModelStage, load_stage_model, model_info, read_eval, stage_arch};
+use crate::status::{short_commit, utc};
 
 /// Options of `report`.
 #[derive(Debug, Clone, Args)]
@@ -92,7 +96,8 @@ struct Row {
     stage: ModelStage,
     acc: Option<Accuracy>,
     info: Option<ModelInfo>,
-    latency_ms: Option<f64>,
+    /// Median latency (ms) per batch size of the bench stage.
+    latency_ms: Vec<Option<f64>>,
     record: Option<StageRecord>,
 }
 
@@ -172,7 +177,7 @@ fn gates_figure(g: &GateValues, spec: Option<&SubnetSpec>) -> Canvas {
     histograms(&panels)
 }
 
-fn curves_figure(run: &Run) -> Result<Option<Canvas>> {
+fn curves_figure(run: &Run, done: &[&str]) -> Result<Option<Canvas>> {
     let mut loss = Vec::new();
     let mut dice = Vec::new();
     let mut offset = 0.0;
@@ -182,7 +187,7 @@ fn curves_figure(run: &Run) -> Result<Option<Canvas>> {
         ("finetuned", "FINE-TUNE", colors::GREEN),
     ] {
         let p = run.stage(dir).join("log.csv");
-        if !p.exists() {
+        if !done.contains(&dir) {
             continue;
         }
         let rows = read_log(&p)?;
@@ -321,41 +326,48 @@ fn overlay_figure(run: &Run, stages: &[ModelStage]) -> Result<Option<Canvas>> {
     Ok(Some(c))
 }
 
-/// Writes the report of `run` into `RUN/report` and returns the path of `report.md`.
-pub fn write_report(run: &Run) -> Result<PathBuf> {
-    let out = run.stage("report");
-    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+/// Writes the report of the run into `out` (the report stage's folder).
+pub fn make(ctx: &mut Ctx<'_>, out: &Path) -> Result<()> {
+    let run = ctx.run;
     let cfg = &run.cfg;
     let full = count(&cfg.model, None)?;
-    let latency: Option<LatencyReport> = {
-        let p = run.stage("compressed").join(LATENCY_FILE);
-        if p.exists() {
-            Some(read_json(&p)?)
-        } else {
-            None
-        }
+    let states = states(run)?;
+    let record = |name: &str| states.get(name).and_then(|s| s.done()).cloned();
+    let bench_rec = record("bench");
+    let latency: Option<BenchReport> = match &bench_rec {
+        Some(_) => Some(read_json(&run.stage("bench").join(LATENCY_FILE))?),
+        None => None,
     };
-    let lat_row = latency.as_ref().and_then(|l| l.rows.first());
+    let batches = latency
+        .as_ref()
+        .map_or_else(Vec::new, |l| l.batches.clone());
     let mut rows = Vec::new();
     for stage in ModelStage::ALL {
-        let rec_path = run.stage(stage.dir()).join(STAGE_RECORD);
-        let record: Option<StageRecord> = if rec_path.exists() {
-            Some(read_json(&rec_path)?)
+        let record = record(stage.dir());
+        let done = record.is_some();
+        let acc = if done {
+            read_eval(run, stage)?.as_ref().map(Accuracy::of)
         } else {
             None
         };
-        let acc = read_eval(run, stage)?.as_ref().map(Accuracy::of);
         let info = match stage {
+            _ if !done => None,
             ModelStage::Baseline | ModelStage::Search => Some(model_info(&cfg.model, stage, None)?),
-            _ => match stage_arch(run, stage) {
-                Ok(a) => Some(model_info(&cfg.model, stage, a.as_ref())?),
-                Err(_) => None,
-            },
+            _ => Some(model_info(
+                &cfg.model,
+                stage,
+                stage_arch(run, stage)?.as_ref(),
+            )?),
         };
-        let latency_ms = lat_row.map(|r| match stage {
-            ModelStage::Baseline | ModelStage::Search => r.full.median_ms,
-            _ => r.compressed.median_ms,
-        });
+        let latency_ms = batches
+            .iter()
+            .map(|&b| {
+                latency
+                    .as_ref()
+                    .and_then(|l| l.get(stage, b))
+                    .map(|s| s.median_ms)
+            })
+            .collect();
         rows.push(Row {
             stage,
             acc,
@@ -364,14 +376,10 @@ pub fn write_report(run: &Run) -> Result<PathBuf> {
             record,
         });
     }
-    let spec_path = [
-        run.stage("compressed").join(SUBNET_FILE),
-        run.stage("search").join(SUBNET_FILE),
-    ]
-    .into_iter()
-    .find(|p| p.exists());
-    let spec = match &spec_path {
-        Some(p) => Some(SubnetSpec::load_toml(p)?),
+    let spec = match record("compressed") {
+        Some(_) => Some(SubnetSpec::load_toml(
+            run.stage("compressed").join(SUBNET_FILE),
+        )?),
         None => None,
     };
 
@@ -386,7 +394,7 @@ pub fn write_report(run: &Run) -> Result<PathBuf> {
     let _ = writeln!(
         md,
         "Data: {data_desc}. Model: TransUNet, input {}x{}, hidden {}, {} blocks, {} heads, MLP {}, \
-         pixel head `{:?}`; baseline initialised {}. Test volumes: {}. Device: `{:?}`.\n",
+         pixel head `{:?}`; baseline initialised {}. Test volumes: {}.\n",
         cfg.model.img_size,
         cfg.model.img_size,
         cfg.model.hidden,
@@ -401,7 +409,6 @@ pub fn write_report(run: &Run) -> Result<PathBuf> {
         rows.iter()
             .find_map(|r| r.acc.as_ref().map(|a| a.volumes))
             .unwrap_or(0),
-        cfg.train.device
     );
     if synthetic {
         let _ = writeln!(
@@ -455,25 +462,36 @@ pub fn write_report(run: &Run) -> Result<PathBuf> {
          searched model carries soft gates and runs at full width.\n"
     );
     if let Some(l) = &latency {
-        let b = l.rows.first().map_or(0, |r| r.batch);
         let _ = writeln!(
             md,
-            "Latency: median forward time at batch {b} on {}, eval mode, warm-up {}, {} runs.\n",
+            "Latency: each model's own median forward time (ms per batch; the searched model \
+             with its soft gates) on {}, eval mode, warm-up {}, {} runs, the models' runs \
+             interleaved.\n",
             l.device, l.options.warmup, l.options.repeats
         );
     }
     let (_, tr_full_macs) = full.sum_prefix("transformer.encoder.layer.");
+    let lat_cols: String = batches
+        .iter()
+        .map(|b| format!(" latency, batch {b} (ms) |"))
+        .collect();
     let _ = writeln!(
         md,
-        "| model | params | MACs | FLOPs | transformer-block MACs | params vs baseline | MACs vs baseline | latency (ms) |\n|---|---:|---:|---:|---:|---:|---:|---:|"
+        "| model | params | MACs | FLOPs | transformer-block MACs | params vs baseline | MACs vs baseline |{lat_cols}\n|---|---:|---:|---:|---:|---:|---:|{}",
+        "---:|".repeat(batches.len())
     );
     for r in &rows {
         match &r.info {
             Some(i) => {
                 let (_, tm) = i.count.sum_prefix("transformer.encoder.layer.");
+                let lat: String = r
+                    .latency_ms
+                    .iter()
+                    .map(|v| format!(" {} |", f(*v, 1.0, 2)))
+                    .collect();
                 let _ = writeln!(
                     md,
-                    "| {} | {} | {} | {} | {} | {:+.1}% | {:+.1}% | {} |",
+                    "| {} | {} | {} | {} | {} | {:+.1}% | {:+.1}% |{lat}",
                     r.stage.label(),
                     millions(i.params),
                     giga(i.macs),
@@ -481,11 +499,15 @@ pub fn write_report(run: &Run) -> Result<PathBuf> {
                     giga(tm),
                     100.0 * (i.params as f64 / full.params() as f64 - 1.0),
                     100.0 * (i.macs as f64 / full.macs() as f64 - 1.0),
-                    f(r.latency_ms, 1.0, 2)
                 );
             }
             None => {
-                let _ = writeln!(md, "| {} | – | – | – | – | – | – | – |", r.stage.label());
+                let _ = writeln!(
+                    md,
+                    "| {} | – | – | – | – | – | – |{}",
+                    r.stage.label(),
+                    " – |".repeat(batches.len())
+                );
             }
         }
     }
@@ -564,7 +586,7 @@ pub fn write_report(run: &Run) -> Result<PathBuf> {
 
     let mut figures = Vec::new();
     let gates_path = run.stage("search").join("gates_end.json");
-    if gates_path.exists() {
+    if record("search").is_some() {
         let g = read_gate_values(&gates_path)?;
         gates_figure(&g, spec.as_ref()).save_png(&out.join("gates.png"))?;
         figures.push("gates.png");
@@ -574,7 +596,11 @@ pub fn write_report(run: &Run) -> Result<PathBuf> {
              with the selection's threshold (red).\n\n![gates](gates.png)\n"
         );
     }
-    if let Some(c) = curves_figure(run)? {
+    let done: Vec<&str> = ["baseline", "search", "finetuned"]
+        .into_iter()
+        .filter(|n| record(n).is_some())
+        .collect();
+    if let Some(c) = curves_figure(run, &done)? {
         c.save_png(&out.join("curves.png"))?;
         figures.push("curves.png");
         let _ = writeln!(
@@ -585,7 +611,7 @@ pub fn write_report(run: &Run) -> Result<PathBuf> {
     }
     let overlay_stages: Vec<ModelStage> = [ModelStage::Baseline, ModelStage::Finetuned]
         .into_iter()
-        .filter(|s| run.stage(s.dir()).join(STAGE_RECORD).exists())
+        .filter(|s| record(s.dir()).is_some())
         .collect();
     match overlay_figure(run, &overlay_stages) {
         Ok(Some(c)) => {
@@ -601,19 +627,72 @@ pub fn write_report(run: &Run) -> Result<PathBuf> {
         Err(e) => eprintln!("report: no overlays: {e:#}"),
     }
 
+    let now = Provenance::now(run.device()?);
+    let date = utc(std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0));
+    let data_id = run.data_identity()?.clone();
+    let _ = writeln!(md, "## Provenance\n");
     let _ = writeln!(
         md,
-        "## Stage times\n\n| stage | wall time (s) |\n|---|---:|"
+        "Made {date} by slimseg {} (commit {}) on libtorch {}, {}, seed {}. Data: {}. Every \
+         stage below was made from the recorded outputs of the stages above it (its \
+         fingerprint covers the configuration values it read, the digests of what it \
+         consumed and the data); the report is only made when all of them are up to date.\n",
+        now.slimseg,
+        short_commit(&now.commit),
+        now.libtorch,
+        now.device,
+        cfg.train.seed,
+        data_id.short()
     );
-    for r in &rows {
+    let _ = writeln!(
+        md,
+        "| stage | fingerprint | finished | wall time (s) | made by |\n|---|---|---|---:|---|"
+    );
+    let mut total = 0.0;
+    let mut stage_json = serde_json::Map::new();
+    for d in GRAPH.iter().filter(|d| d.name != "report") {
+        match record(d.name) {
+            Some(r) => {
+                total += r.seconds;
+                let _ = writeln!(
+                    md,
+                    "| {} | `{}` | {} | {:.1} | slimseg {} ({}), libtorch {}, {} |",
+                    d.name,
+                    r.id,
+                    utc(r.finished_unix),
+                    r.seconds,
+                    r.made_by.slimseg,
+                    short_commit(&r.made_by.commit),
+                    r.made_by.libtorch,
+                    r.made_by.device
+                );
+                stage_json.insert(
+                    d.name.into(),
+                    json!({
+                        "fingerprint": r.id,
+                        "finished_unix": r.finished_unix,
+                        "seconds": r.seconds,
+                        "made_by": r.made_by,
+                    }),
+                );
+            }
+            None => {
+                let _ = writeln!(md, "| {} | – | not made | – | – |", d.name);
+            }
+        }
+    }
+    let _ = writeln!(md, "| total | | | {total:.1} | |\n");
+    let sides = side_results(run)?;
+    if !sides.is_empty() {
         let _ = writeln!(
             md,
-            "| {} | {} |",
-            r.stage.dir(),
-            f(r.record.as_ref().map(|x| x.seconds), 1.0, 1)
+            "Side results kept in the run, not part of the tables above: {}.\n",
+            sides.join(", ")
         );
     }
-    md.push('\n');
 
     if !synthetic {
         let _ = writeln!(md, "## Published ACDC results\n");
@@ -673,31 +752,64 @@ pub fn write_report(run: &Run) -> Result<PathBuf> {
             json!(PUBLISHED.iter().map(|(n, v)| json!({"model": n, "dice": v})).collect::<Vec<_>>())
         },
         "figures": figures,
+        "provenance": {
+            "date": date,
+            "slimseg": now.slimseg,
+            "commit": now.commit,
+            "libtorch": now.libtorch,
+            "device": now.device,
+            "threads": now.threads,
+            "seed": cfg.train.seed,
+            "data": data_id,
+            "stages": stage_json,
+        },
+        "side_results": sides,
     });
     crate::run::write_json(&out.join("report.json"), &report_json)?;
     let md_path = out.join("report.md");
     slimseg_data::write_atomic(&md_path, md.as_bytes())
-        .with_context(|| format!("cannot write {}", md_path.display()))?;
-    Ok(md_path)
+        .with_context(|| format!("cannot write {}", md_path.display()))
 }
 
-/// `report RUN`.
+/// The side evaluations and measurements of a run, by path inside it.
+fn side_results(run: &Run) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let evals = run.root.join(crate::eval_cmd::EVALS_DIR);
+    if evals.is_dir() {
+        let mut names: Vec<String> = std::fs::read_dir(&evals)?
+            .filter_map(|e| e.ok())
+            .map(|e| {
+                format!(
+                    "`{}/{}`",
+                    crate::eval_cmd::EVALS_DIR,
+                    e.file_name().to_string_lossy()
+                )
+            })
+            .collect();
+        names.sort();
+        out.extend(names);
+    }
+    for name in side_measurements(run)?.into_keys() {
+        out.push(format!(
+            "`{}/{name}`",
+            crate::stages::bench::MEASUREMENTS_DIR
+        ));
+    }
+    Ok(out)
+}
+
+/// `report RUN`: (re)writes the report.
 pub fn report_cmd(args: ReportArgs) -> Result<()> {
-    let run_args = RunArgs {
-        run: Some(args.dir.clone()),
-        config: None,
-        data: None,
-        set: Vec::new(),
-        device: None,
-        pretrained: None,
-        synth: crate::run::SynthSize {
-            synth_train: 0,
-            synth_val: 0,
-            synth_test: 0,
-        },
+    let open = crate::run::Open {
+        reads_data: true,
+        ..crate::run::Open::write()
     };
-    let run = Run::open(&run_args, false)?;
-    let path = write_report(&run)?;
-    println!("report: {}", path.display());
+    let run = Run::open(&RunArgs::dir(&args.dir), open)?;
+    let redo = states(&run)?["report"].record().is_some();
+    crate::stages::make_one(&run, "report", redo, None)?;
+    println!(
+        "report: {}",
+        run.stage("report").join("report.md").display()
+    );
     Ok(())
 }

@@ -1,116 +1,107 @@
-//! `slimseg reproduce`: every stage in order (train, search, compress, finetune), the
-//! latency benchmark and the report. Stages whose folder holds a completed result are
-//! skipped, and training inside an interrupted stage resumes from its last checkpoint, so
-//! running the same command again continues where it stopped.
+//! `slimseg reproduce`: every stage of the graph in order (train, search, compress,
+//! finetune, bench, report). A stage that is done is skipped; a stale one is redone (in a
+//! staging folder, swapped in when it succeeds) with everything below it, saying why; a
+//! missing one is made, and training inside an interrupted stage resumes from its last
+//! checkpoint, so running the same command again continues where it stopped.
 
+use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use clap::Args;
-use slimseg_compress::LatencyOptions;
-use slimseg_search::data::Cohort;
 
-use crate::report::write_report;
-use crate::run::{Run, RunArgs, STAGE_RECORD, STAGES};
-use crate::stages::{
-    BudgetArgs, CompressArgs, FinetuneArgs, LATENCY_FILE, StageArgs, bench, compress_stage,
-    finetune_stage, search_stage, train_stage,
-};
+use crate::graph::{self, Ctx, GRAPH, Made, State};
+use crate::run::{DataArgs, Open, Run, RunArgs, SynthSize};
+use crate::stages::StopArgs;
+use crate::stages::finetune::set_schedule;
 
 /// Options of `reproduce`.
 #[derive(Debug, Clone, Args)]
 pub struct ReproduceArgs {
     #[command(flatten)]
     pub run: RunArgs,
-    /// Fine-tuning epochs. Default: `finetune.epochs`, else `search.epochs`, else
-    /// `train.epochs`.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// ImageNet-21k `R50+ViT-B_16.npz` that initialises the baseline's ResNet and
+    /// transformer (sets `train.pretrained`).
+    #[arg(long, value_name = "NPZ")]
+    pub pretrained: Option<PathBuf>,
+    #[command(flatten)]
+    pub synth: SynthSize,
+    #[command(flatten)]
+    pub stop: StopArgs,
+    /// Fine-tuning epochs (sets `finetune.epochs`).
     #[arg(long)]
     pub finetune_epochs: Option<usize>,
-    /// Batch sizes of the latency benchmark (comma-separated).
-    #[arg(long, value_delimiter = ',', default_value = "1")]
+    /// Batch sizes of the latency benchmark, comma-separated (sets `bench.batches`).
+    #[arg(long, value_delimiter = ',')]
     pub bench_batch: Vec<usize>,
-    /// Timed runs of the latency benchmark.
-    #[arg(long, default_value_t = 10)]
-    pub bench_repeats: usize,
-}
-
-fn modified(p: &std::path::Path) -> Option<std::time::SystemTime> {
-    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+    /// Timed runs of the latency benchmark (sets `bench.repeats`).
+    #[arg(long)]
+    pub bench_repeats: Option<usize>,
+    /// Redo this stage (and so every stage below it) even if it is up to date; repeatable
+    /// (baseline, search, compressed, finetuned, bench, report).
+    #[arg(long, value_name = "STAGE")]
+    pub force: Vec<String>,
 }
 
 /// Runs the pipeline.
 pub fn reproduce_cmd(args: ReproduceArgs) -> Result<()> {
     let start = Instant::now();
-    let run = Run::open(&args.run, true)?;
-    eprintln!("run directory {}", run.root.display());
-    let mut cohort: Option<Cohort> = None;
-    let mut times: Vec<(String, &str, f64)> = Vec::new();
-    for stage in STAGES {
-        if let Some(rec) = run.completed(stage)? {
-            eprintln!(
-                "[{stage}] complete ({}), skipped",
-                run.stage(stage).join(STAGE_RECORD).display()
+    for f in &args.force {
+        if !GRAPH.iter().any(|d| d.name == f) {
+            bail!(
+                "--force {f}: no such stage (one of {})",
+                GRAPH.iter().map(|d| d.name).collect::<Vec<_>>().join(", ")
             );
-            times.push((stage.to_string(), "skipped (done earlier)", rec.seconds));
+        }
+    }
+    let mut run = Run::open(
+        &args.run,
+        Open {
+            data: Some(&args.data),
+            synth: Some(&args.synth),
+            pretrained: args.pretrained.as_deref(),
+            reads_data: true,
+            ..Open::write()
+        },
+    )?;
+    set_schedule(&mut run.cfg, args.finetune_epochs, None);
+    if !args.bench_batch.is_empty() {
+        run.cfg.bench.batches = args.bench_batch.clone();
+    }
+    if let Some(r) = args.bench_repeats {
+        run.cfg.bench.repeats = r;
+    }
+    run.cfg.validate()?;
+    eprintln!("run directory {}", run.root.display());
+    let mut ctx = Ctx::new(&run);
+    ctx.stop_after = args.stop.stop_after;
+    let mut times: Vec<(&str, &str, f64)> = Vec::new();
+    for d in &GRAPH {
+        let states = graph::states(&run)?;
+        let forced = args.force.iter().any(|f| f == d.name);
+        if let (State::Done(rec), false) = (&states[d.name], forced) {
+            eprintln!("[{}] done (fingerprint {}), skipped", d.name, rec.id);
+            times.push((d.name, "skipped (up to date)", rec.seconds));
             continue;
         }
-        if cohort.is_none() {
-            cohort = Some(run.cohort()?);
+        match graph::make(&mut ctx, d.name, forced)? {
+            Made::Ran(s) => times.push((d.name, "made", s)),
+            Made::Stopped(why) => {
+                eprintln!("[{}] {why}", d.name);
+                return Ok(());
+            }
         }
-        let c = cohort.as_ref().expect("loaded above");
-        let t = Instant::now();
-        let stage_args = StageArgs {
-            run: args.run.clone(),
-            force: false,
-        };
-        match stage {
-            "baseline" => train_stage(&run, c, false)?,
-            "search" => search_stage(&run, c, false)?,
-            "compressed" => compress_stage(
-                &run,
-                Some(c),
-                &CompressArgs {
-                    stage: stage_args,
-                    budget: BudgetArgs::default(),
-                },
-            )?,
-            _ => finetune_stage(
-                &run,
-                c,
-                &FinetuneArgs {
-                    stage: stage_args,
-                    epochs: args.finetune_epochs,
-                    lr: None,
-                },
-            )?,
-        }
-        times.push((stage.to_string(), "ran", t.elapsed().as_secs_f64()));
     }
-    let latency = run.stage("compressed").join(LATENCY_FILE);
-    let record = run.stage("compressed").join(STAGE_RECORD);
-    if modified(&latency).is_none() || modified(&latency) < modified(&record) {
-        let t = Instant::now();
-        eprintln!("[bench] full vs compressed latency");
-        let rep = bench(
-            &run,
-            &args.bench_batch,
-            LatencyOptions {
-                warmup: 3,
-                repeats: args.bench_repeats.max(1),
-            },
-            None,
-        )?;
-        eprint!("{}", rep.to_markdown());
-        times.push(("bench".into(), "ran", t.elapsed().as_secs_f64()));
-    }
-    let t = Instant::now();
-    let path = write_report(&run)?;
-    times.push(("report".into(), "ran", t.elapsed().as_secs_f64()));
     eprintln!("\nstage        status                   seconds");
     for (s, status, secs) in &times {
         eprintln!("{s:<12} {status:<24} {secs:>7.1}");
     }
     eprintln!("total this call: {:.1} s", start.elapsed().as_secs_f64());
-    println!("report: {}", path.display());
+    println!(
+        "report: {}",
+        run.stage("report").join("report.md").display()
+    );
     Ok(())
 }

@@ -1,23 +1,29 @@
 //! Run directories: the run configuration (a TOML file plus `--set KEY=VALUE` overrides),
 //! the data it trains on (an ACDC tree, or the synthetic cohort generated into
-//! `RUN/data`), the stage folders and their completion records.
+//! `RUN/data`) and the stage folders (see [`crate::graph`] for what each holds and when
+//! it is done or stale).
 //!
 //! ```text
-//! RUN/config.toml      the resolved configuration of the first stage run here
+//! RUN/config.toml      the configuration the run's stages were last made with
 //! RUN/data/            synthetic cohort (only when no ACDC tree is given)
 //! RUN/baseline/        train:    engine files + eval.json + stage.json
-//! RUN/search/          search:   engine files + subnet.toml + eval.json + stage.json
+//! RUN/search/          search:   engine files + eval.json + stage.json
 //! RUN/compressed/      compress: model.toml + weights.safetensors + subnet.toml +
-//!                                equivalence.json + eval.json + latency.json + stage.json
+//!                                equivalence.json + eval.json + stage.json
 //! RUN/finetuned/       finetune: engine files + model/ (compressed format) + eval.json +
 //!                                stage.json
+//! RUN/bench/           bench:    latency.json (every model, every batch size)
 //! RUN/report/          report:   report.md + report.json + PNG figures
+//! RUN/evals/NAME/      eval:     side evaluations (other data), never the test set
+//! RUN/measurements/    bench:    side latency measurements (other options)
 //! ```
 //!
-//! A stage is complete when its `stage.json` exists; it is written last, atomically.
+//! Paths inside the run are stored relative to it (`data.root = "data"` for the
+//! synthetic cohort), so a copied or moved run directory is the same run; an external
+//! data root is identified by content, and `--data NEWPATH` points to a moved copy.
 
+use std::cell::OnceCell;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, ValueEnum};
@@ -27,13 +33,8 @@ use slimseg_search::config::{DeviceChoice, SplitConfig};
 use slimseg_search::data::{Cohort, load_cohort};
 use slimseg_search::{Error as SearchError, RunConfig};
 
+use crate::digest::DataIdentity;
 use crate::lock::{Access, RunLock, remove_leftovers};
-
-/// The stage folders in pipeline order.
-pub const STAGES: [&str; 4] = ["baseline", "search", "compressed", "finetuned"];
-
-/// Completion record of a stage.
-pub const STAGE_RECORD: &str = "stage.json";
 
 /// Device choice on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -71,20 +72,17 @@ pub struct SynthSize {
     pub synth_test: usize,
 }
 
-/// Options shared by every stage command.
+/// Which run, and its configuration (every command that opens a run).
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// Run directory, one folder per stage. Default: `runs/<config file stem>`.
     #[arg(long)]
     pub run: Option<PathBuf>,
     /// Run configuration (TOML: `[model]`, `[data]`, `[train]`, `[search]`, `[select]`,
-    /// `[finetune]`). Default: `RUN/config.toml`, written by the first stage run in RUN.
+    /// `[finetune]`, `[bench]`). Default: `RUN/config.toml`, the configuration the run's
+    /// stages were last made with.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Root of an ACDC tree (`training/`, `testing/`). Without it, and without
-    /// `data.root` in the configuration, a synthetic cohort is generated into `RUN/data`.
-    #[arg(long)]
-    pub data: Option<PathBuf>,
     /// Override a configuration value, e.g. `--set train.epochs=3` (the value is TOML;
     /// bare words are strings). Repeatable. Unknown keys are errors.
     #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -92,54 +90,78 @@ pub struct RunArgs {
     /// Device (overrides `train.device`): auto = CUDA when available.
     #[arg(long, value_enum)]
     pub device: Option<DeviceArg>,
-    /// ImageNet-21k `R50+ViT-B_16.npz` that initialises the baseline's ResNet and
-    /// transformer (sets `train.pretrained`; the `[model]` widths must match the file).
-    #[arg(long, value_name = "NPZ")]
-    pub pretrained: Option<PathBuf>,
-    #[command(flatten)]
-    pub synth: SynthSize,
+}
+
+impl RunArgs {
+    /// Just a run directory, with its own configuration.
+    pub fn dir(run: &Path) -> Self {
+        RunArgs {
+            run: Some(run.to_path_buf()),
+            config: None,
+            set: Vec::new(),
+            device: None,
+        }
+    }
+}
+
+/// Where the data is (commands that read it).
+#[derive(Debug, Clone, Args)]
+pub struct DataArgs {
+    /// Root of an ACDC tree (`training/`, `testing/`). Without it, and without
+    /// `data.root` in the configuration, a synthetic cohort is generated into `RUN/data`.
+    /// A run whose data moved accepts the new place if the content is the same.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+}
+
+/// How a command opens a run.
+#[derive(Debug, Clone, Copy)]
+pub struct Open<'a> {
+    /// `--data`, when the command takes it.
+    pub data: Option<&'a DataArgs>,
+    /// The synthetic cohort's size, when the command may generate it.
+    pub synth: Option<&'a SynthSize>,
+    /// `--pretrained`, when the command takes it.
+    pub pretrained: Option<&'a Path>,
+    /// Whether the command reads the data (then the data root must be there).
+    pub reads_data: bool,
+    /// Read-only or writing.
+    pub access: Access,
+}
+
+impl Open<'_> {
+    /// A writing command that does not read the data.
+    pub fn write() -> Self {
+        Open {
+            data: None,
+            synth: None,
+            pretrained: None,
+            reads_data: false,
+            access: Access::Write,
+        }
+    }
+
+    /// A read-only command that does not read the data.
+    pub fn read() -> Self {
+        Open {
+            access: Access::Read,
+            ..Open::write()
+        }
+    }
 }
 
 /// A resolved run: its directory and configuration, and the lock that makes this
 /// process its only user while the value lives.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Run {
     /// The run directory.
     pub root: PathBuf,
-    /// The configuration, with overrides applied and `data.root` resolved when data is used.
+    /// The configuration, with overrides applied and `data.root` resolved (absolute).
     pub cfg: RunConfig,
+    /// The data's identity, computed on first use.
+    data_identity: OnceCell<DataIdentity>,
     /// The run directory's lock, held for the whole command.
     _lock: RunLock,
-}
-
-/// What `stage.json` records.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StageRecord {
-    /// Stage folder name.
-    pub stage: String,
-    /// Wall seconds of the call that completed the stage.
-    pub seconds: f64,
-    /// Completion time, seconds since the Unix epoch.
-    pub finished_unix: u64,
-    /// The run configuration with run-time-only keys (device, threads, progress)
-    /// normalised, to recognise a stage made with another configuration.
-    pub config: String,
-}
-
-/// The configuration a stage's result depends on, as compared between runs: keys that do
-/// not change results (device, threads, progress line) are normalised, the baseline
-/// ignores `[search]` and `[select]`, and the stages before the fine-tuning ignore
-/// `[finetune]`, which only later stages read.
-pub fn config_identity(cfg: &RunConfig, stage: &str) -> Result<String> {
-    let mut c = cfg.clone();
-    if stage == "baseline" {
-        c.search = Default::default();
-        c.select = Default::default();
-    }
-    if matches!(stage, "baseline" | "search" | "compressed") {
-        c.finetune = Default::default();
-    }
-    Ok(c.result_identity()?)
 }
 
 /// Parses a `--set` value as TOML, falling back to a plain string.
@@ -266,20 +288,12 @@ fn ensure_synth(root: &Path, size: &SynthSize) -> Result<()> {
 }
 
 impl Run {
-    /// Resolves the run directory and configuration. With `need_data`, `data.root` is
-    /// resolved too: `--data`, else the configuration's `data.root`, else the synthetic
-    /// cohort in `RUN/data` (generated if missing). Writes `RUN/config.toml` when missing.
-    pub fn open(args: &RunArgs, need_data: bool) -> Result<Run> {
-        Self::open_with(args, need_data, Access::Write)
-    }
-
-    /// Opens a run only to read it (`predict`, `info`): a shared lock, which other
-    /// readers may hold too but no writer; nothing is written.
-    pub fn open_read_only(args: &RunArgs) -> Result<Run> {
-        Self::open_with(args, false, Access::Read)
-    }
-
-    fn open_with(args: &RunArgs, need_data: bool, access: Access) -> Result<Run> {
+    /// Resolves the run directory and configuration and takes the run's lock. The
+    /// configuration is `--config`, else `RUN/config.toml`, with `--set` and `--device`
+    /// applied. `data.root` is `--data`, else the configuration's (relative to the run
+    /// when it is inside it), else, when the command may generate it, the synthetic
+    /// cohort in `RUN/data`. Writes `RUN/config.toml` when missing.
+    pub fn open(args: &RunArgs, how: Open<'_>) -> Result<Run> {
         let root = match (&args.run, &args.config) {
             (Some(r), _) => r.clone(),
             (None, Some(c)) => {
@@ -296,7 +310,14 @@ impl Run {
         let saved = root.join("config.toml");
         let mut cfg = match &args.config {
             Some(path) => load_config(path, &args.set)?,
-            None if saved.exists() => load_config(&saved, &args.set)?,
+            None if saved.exists() => {
+                let mut c = load_config(&saved, &args.set)?;
+                // Inside a run, relative paths are relative to the run.
+                if let Some(r) = c.data.root.as_mut().filter(|r| r.is_relative()) {
+                    *r = absolute(&root)?.join(&*r);
+                }
+                c
+            }
             None => bail!(
                 "{}: no configuration yet; pass --config FILE (e.g. configs/tiny.toml)",
                 saved.display()
@@ -305,7 +326,7 @@ impl Run {
         if let Some(d) = args.device {
             cfg.train.device = d.into();
         }
-        if let Some(p) = &args.pretrained {
+        if let Some(p) = how.pretrained {
             if !p.is_file() {
                 bail!(
                     "{}: no such file (the ImageNet-21k R50+ViT-B_16.npz; `cargo xtask \
@@ -315,7 +336,7 @@ impl Run {
             }
             cfg.train.pretrained = Some(absolute(p)?);
         }
-        if let Some(d) = &args.data {
+        if let Some(d) = how.data.and_then(|d| d.data.as_ref()) {
             if !d.is_dir() {
                 bail!(
                     "{}: not a directory (expected an ACDC tree with training/ and testing/)",
@@ -324,11 +345,14 @@ impl Run {
             }
             cfg.data.root = Some(absolute(d)?);
         }
+        if cfg.train.threads > 0 {
+            tch::set_num_threads(cfg.train.threads as i32);
+        }
         // Lock before anything of the run is written (the cohort, config.toml, stages).
         std::fs::create_dir_all(&root)
             .with_context(|| format!("cannot create the run directory {}", root.display()))?;
-        let lock = RunLock::acquire(&root, access)?;
-        if access == Access::Write {
+        let lock = RunLock::acquire(&root, how.access)?;
+        if how.access == Access::Write {
             let (n, bytes) = remove_leftovers(&root)?;
             if n > 0 {
                 eprintln!(
@@ -338,20 +362,53 @@ impl Run {
                 );
             }
         }
-        if need_data && cfg.data.root.is_none() {
+        if let (Some(size), None) = (how.synth, &cfg.data.root) {
             let data = absolute(&root.join("data"))?;
-            ensure_synth(&data, &args.synth)?;
-            cfg.data.split = synth_split(&data, &args.synth)?;
+            ensure_synth(&data, size)?;
+            cfg.data.split = synth_split(&data, size)?;
             cfg.data.root = Some(data);
         }
-        if access == Access::Write && !saved.exists() && (need_data || cfg.data.root.is_some()) {
-            cfg.save_toml(&saved)?;
+        if let Some(r) = cfg.data.root.as_ref().filter(|_| how.reads_data) {
+            if !r.is_dir() {
+                bail!(
+                    "{}: the run's data root is not there; if the data moved, give its new \
+                     place with --data PATH (it is recognised by content)",
+                    r.display()
+                );
+            }
         }
-        Ok(Run {
+        let run = Run {
             root,
             cfg,
+            data_identity: OnceCell::new(),
             _lock: lock,
-        })
+        };
+        if how.access == Access::Write && !saved.exists() && run.cfg.data.root.is_some() {
+            run.save_config()?;
+        }
+        Ok(run)
+    }
+
+    /// Writes the configuration to `RUN/config.toml` (atomically): the data root relative
+    /// to the run when inside it, and the run-time keys (device, threads, progress) of the
+    /// file already there, which no stage's result depends on.
+    pub fn save_config(&self) -> Result<()> {
+        let saved = self.root.join("config.toml");
+        let mut c = self.cfg.clone();
+        if let Some(r) = &c.data.root {
+            let run = absolute(&self.root)?;
+            if let Ok(rel) = r.strip_prefix(&run) {
+                c.data.root = Some(rel.to_path_buf());
+            }
+        }
+        if saved.exists() {
+            if let Ok(before) = RunConfig::from_toml_file(&saved) {
+                c.train.device = before.train.device;
+                c.train.threads = before.train.threads;
+                c.train.progress = before.train.progress;
+            }
+        }
+        Ok(c.save_toml(&saved)?)
     }
 
     /// A stage folder.
@@ -373,14 +430,28 @@ impl Run {
             .is_none_or(|r| r.join("synth.json").exists())
     }
 
-    /// Loads the training, validation and test sets.
-    pub fn cohort(&self) -> Result<Cohort> {
-        let root = self
-            .cfg
+    /// The data root.
+    pub fn data_root(&self) -> Result<&Path> {
+        self.cfg
             .data
             .root
-            .as_ref()
-            .ok_or_else(|| anyhow!("no data: pass --data ACDC_ROOT"))?;
+            .as_deref()
+            .ok_or_else(|| anyhow!("no data: pass --data ACDC_ROOT"))
+    }
+
+    /// The identity of the run's data (patients of the split and a digest of their
+    /// files), computed once.
+    pub fn data_identity(&self) -> Result<&DataIdentity> {
+        if let Some(d) = self.data_identity.get() {
+            return Ok(d);
+        }
+        let d = DataIdentity::of_run_data(self.data_root()?, &self.cfg.data)?;
+        Ok(self.data_identity.get_or_init(|| d))
+    }
+
+    /// Loads the training, validation and test sets.
+    pub fn cohort(&self) -> Result<Cohort> {
+        let root = self.data_root()?;
         let t = std::time::Instant::now();
         let cohort = load_cohort(root, &self.cfg.data)
             .with_context(|| format!("cannot load the dataset at {}", root.display()))?;
@@ -396,77 +467,6 @@ impl Run {
             t.elapsed().as_secs_f64()
         );
         Ok(cohort)
-    }
-
-    /// The completion record of a stage, if the stage is complete. A record made with
-    /// another configuration is an error naming the folder.
-    pub fn completed(&self, stage: &str) -> Result<Option<StageRecord>> {
-        let path = self.stage(stage).join(STAGE_RECORD);
-        if !path.exists() {
-            return Ok(None);
-        }
-        let rec: StageRecord = read_json(&path)?;
-        if rec.config != config_identity(&self.cfg, stage)? {
-            bail!(
-                "{} was made with a different configuration than the one given now; use \
-                 another --run directory, or redo the stage with --force",
-                self.stage(stage).display()
-            );
-        }
-        Ok(Some(rec))
-    }
-
-    /// Prepares a stage folder for a run: refuses a complete stage unless `force`, which
-    /// removes its completion record and checkpoints (the stage restarts).
-    pub fn begin(&self, stage: &str, force: bool) -> Result<PathBuf> {
-        let dir = self.stage(stage);
-        let rec = dir.join(STAGE_RECORD);
-        if rec.exists() {
-            if !force {
-                bail!(
-                    "{} is complete ({}); pass --force to redo it",
-                    dir.display(),
-                    rec.display()
-                );
-            }
-            std::fs::remove_file(&rec)
-                .with_context(|| format!("cannot remove {}", rec.display()))?;
-            let ck = dir.join("checkpoints");
-            if ck.exists() {
-                std::fs::remove_dir_all(&ck)
-                    .with_context(|| format!("cannot remove {}", ck.display()))?;
-            }
-        }
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-        Ok(dir)
-    }
-
-    /// Marks a stage complete (written last, atomically).
-    pub fn finish(&self, stage: &str, seconds: f64) -> Result<()> {
-        let rec = StageRecord {
-            stage: stage.to_string(),
-            seconds,
-            finished_unix: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-            config: config_identity(&self.cfg, stage)?,
-        };
-        write_json(&self.stage(stage).join(STAGE_RECORD), &rec)
-    }
-
-    /// Requires a file of an earlier stage, naming the command that makes it.
-    pub fn require(&self, stage: &str, file: &str, command: &str) -> Result<PathBuf> {
-        let path = self.stage(stage).join(file);
-        if !path.exists() {
-            bail!(
-                "{}: missing; run `slimseg {command} --run {}` first",
-                path.display(),
-                self.root.display()
-            );
-        }
-        Ok(path)
     }
 }
 
@@ -502,45 +502,6 @@ mod tests {
         assert_eq!(t["train"]["epochs"].as_integer(), Some(3));
         assert_eq!(t["train"]["optimizer"].as_str(), Some("sgd"));
         assert_eq!(t["train"]["lr"].as_float(), Some(0.001));
-    }
-
-    #[test]
-    fn baseline_identity_ignores_search_and_select_but_not_train() {
-        let a = RunConfig::with_model(slimseg_model::ModelConfig::tiny());
-        let mut b = a.clone();
-        b.search.epochs = Some(2);
-        b.train.device = DeviceChoice::Cpu;
-        assert_eq!(
-            config_identity(&a, "baseline").unwrap(),
-            config_identity(&b, "baseline").unwrap()
-        );
-        assert_ne!(
-            config_identity(&a, "search").unwrap(),
-            config_identity(&b, "search").unwrap()
-        );
-        b.train.epochs += 1;
-        assert_ne!(
-            config_identity(&a, "baseline").unwrap(),
-            config_identity(&b, "baseline").unwrap()
-        );
-    }
-
-    #[test]
-    fn only_the_finetuning_depends_on_the_finetune_table() {
-        let a = RunConfig::with_model(slimseg_model::ModelConfig::tiny());
-        let mut b = a.clone();
-        b.finetune.epochs = Some(7);
-        for stage in ["baseline", "search", "compressed"] {
-            assert_eq!(
-                config_identity(&a, stage).unwrap(),
-                config_identity(&b, stage).unwrap(),
-                "{stage}"
-            );
-        }
-        assert_ne!(
-            config_identity(&a, "finetuned").unwrap(),
-            config_identity(&b, "finetuned").unwrap()
-        );
     }
 
     #[test]

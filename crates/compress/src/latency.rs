@@ -2,9 +2,9 @@
 //! `tch::Device`, at several batch sizes, with warm-up and the median of repeated runs.
 //!
 //! Timing is eval mode without gradients, wall clock around one forward pass; on CUDA the
-//! device is synchronised before starting and before stopping the clock. Full and
-//! compressed runs alternate (and swap order every repeat), so slow drift of a shared
-//! machine affects both alike. Weights do not matter for speed, so
+//! device is synchronised before starting and before stopping the clock. The runs of the
+//! models compared interleave (the order rotating every repeat), so slow drift of a
+//! shared machine affects all alike. Weights do not matter for speed, so
 //! [`bench_full_vs_compressed`] builds both models with their initial weights.
 
 use std::time::Instant;
@@ -259,6 +259,52 @@ pub fn time_forward(
     LatencyStats::from_runs(&samples)
 }
 
+/// Times each of `models` at each batch size, interleaving their runs (the order rotates
+/// every repeat), so that drift of a shared machine affects all alike. All models must
+/// have the same input size; each runs on its own device. Returns, per batch size, one
+/// [`LatencyStats`] per model in the order given.
+pub fn time_models(
+    models: &[&TransUnet],
+    batches: &[usize],
+    opts: &LatencyOptions,
+) -> Result<Vec<Vec<LatencyStats>>> {
+    check_options(opts, batches)?;
+    let Some(first) = models.first() else {
+        return Err(Error::Invalid("no model to time".into()));
+    };
+    let size = first.config().img_size;
+    if let Some(m) = models.iter().find(|m| m.config().img_size != size) {
+        return Err(Error::Invalid(format!(
+            "input sizes differ: {size} vs {}",
+            m.config().img_size
+        )));
+    }
+    let _guard = tch::no_grad_guard();
+    let mut out = Vec::with_capacity(batches.len());
+    for &batch in batches {
+        let x = input(first.config(), batch, first.device());
+        let xs: Vec<Tensor> = models.iter().map(|m| x.to_device(m.device())).collect();
+        for _ in 0..opts.warmup {
+            for (m, x) in models.iter().zip(&xs) {
+                time_once(m, x)?;
+            }
+        }
+        let mut runs: Vec<Vec<RunTime>> = vec![Vec::with_capacity(opts.repeats); models.len()];
+        for r in 0..opts.repeats {
+            for k in 0..models.len() {
+                let i = (k + r) % models.len();
+                runs[i].push(time_once(models[i], &xs[i])?);
+            }
+        }
+        out.push(
+            runs.iter()
+                .map(|r| LatencyStats::from_runs(r))
+                .collect::<Result<_>>()?,
+        );
+    }
+    Ok(out)
+}
+
 /// Times `full` and `compressed` at each batch size, alternating their runs. Both models
 /// must have the same input size; each runs on its own device.
 pub fn compare_latency(
@@ -267,39 +313,19 @@ pub fn compare_latency(
     batches: &[usize],
     opts: &LatencyOptions,
 ) -> Result<LatencyReport> {
-    check_options(opts, batches)?;
-    if full.config().img_size != compressed.config().img_size {
-        return Err(Error::Invalid(format!(
-            "input sizes differ: full {} vs compressed {}",
-            full.config().img_size,
-            compressed.config().img_size
-        )));
-    }
-    let _guard = tch::no_grad_guard();
-    let mut rows = Vec::with_capacity(batches.len());
-    for &batch in batches {
-        let xf = input(full.config(), batch, full.device());
-        let xc = xf.to_device(compressed.device());
-        for _ in 0..opts.warmup {
-            time_once(full, &xf)?;
-            time_once(compressed, &xc)?;
-        }
-        let (mut tf, mut tc) = (Vec::new(), Vec::new());
-        for r in 0..opts.repeats {
-            if r % 2 == 0 {
-                tf.push(time_once(full, &xf)?);
-                tc.push(time_once(compressed, &xc)?);
-            } else {
-                tc.push(time_once(compressed, &xc)?);
-                tf.push(time_once(full, &xf)?);
+    let rows = time_models(&[full, compressed], batches, opts)?
+        .into_iter()
+        .zip(batches)
+        .map(|(mut stats, &batch)| {
+            let compressed = stats.pop().expect("two models timed");
+            let full = stats.pop().expect("two models timed");
+            LatencyRow {
+                batch,
+                full,
+                compressed,
             }
-        }
-        rows.push(LatencyRow {
-            batch,
-            full: LatencyStats::from_runs(&tf)?,
-            compressed: LatencyStats::from_runs(&tc)?,
-        });
-    }
+        })
+        .collect();
     let summary = match compressed.arch() {
         Some(arch) => Some(Summary::new(compressed.config(), arch)?),
         None => None,

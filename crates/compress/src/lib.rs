@@ -26,7 +26,7 @@ pub use equivalence::{EquivalenceReport, check_equivalence};
 pub use error::{Error, Result};
 pub use latency::{
     LatencyOptions, LatencyReport, LatencyRow, LatencyStats, RunTime, bench_full_vs_compressed,
-    compare_latency, time_forward,
+    compare_latency, time_forward, time_models,
 };
 pub use slice::{CompressedModel, Folding, compress, compress_checkpoint, slice_state};
 pub use store::{FORMAT, MANIFEST_FILE, Manifest, Summary, WEIGHTS_FILE};

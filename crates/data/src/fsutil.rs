@@ -1,4 +1,5 @@
-//! Atomic file writes: write a sibling temporary file, then rename it over the target.
+//! Atomic file writes: write a sibling temporary file, then rename it over the target;
+//! staging folders for results that appear all at once.
 
 use std::fs;
 use std::io::Write;
@@ -37,4 +38,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         return Err(DataError::io(path, e));
     }
     Ok(())
+}
+
+/// A free name for a staging folder beside `root`: `.NAME.partial-PID-N`. Work built in
+/// it is renamed onto `root` when complete; one left by a killed process is recognised by
+/// that pattern and removed.
+pub fn staging_sibling(root: &Path) -> PathBuf {
+    let name = root
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
+    (0u32..)
+        .map(|n| root.with_file_name(format!(".{name}.partial-{}-{n}", std::process::id())))
+        .find(|p| !p.exists())
+        .expect("a free staging name")
 }

@@ -40,4 +40,4 @@ pub mod viz;
 
 pub use acdc::{AcdcDataset, AcdcFrame, AcdcPatient, Group, PatientInfo, Phase, Subset};
 pub use error::{DataError, Result};
-pub use fsutil::write_atomic;
+pub use fsutil::{staging_sibling, write_atomic};

@@ -794,17 +794,10 @@ pub fn generate(root: &Path, cfg: &SynthConfig) -> Result<SynthSummary> {
     // renamed into place when complete (over `root` when it is an empty folder), so an
     // interrupted generation leaves no half cohort at `root`; a failed one removes its
     // staging folder. A killed one leaves `.NAME.partial-PID-N` behind, never at `root`.
-    let name = root
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "cohort".into());
     if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| DataError::io(parent, e))?;
     }
-    let staging = (0u32..)
-        .map(|n| root.with_file_name(format!(".{name}.partial-{}-{n}", std::process::id())))
-        .find(|p| !p.exists())
-        .expect("a free staging name");
+    let staging = crate::fsutil::staging_sibling(root);
     std::fs::create_dir(&staging).map_err(|e| DataError::io(&staging, e))?;
     let summary = write_cohort(&staging, cfg).and_then(|s| {
         std::fs::rename(&staging, root)

@@ -19,9 +19,9 @@ use slimseg_model::GateValues;
 use slimseg_search::config::SplitConfig;
 use slimseg_search::data::load_cohort;
 use slimseg_search::engine::read_gate_values;
-use slimseg_search::stages::{run_baseline, run_search};
+use slimseg_search::stages::{SUBNET_FILE, run_baseline, run_search};
 use slimseg_search::stats::{GateStats, histogram, render_histogram};
-use slimseg_search::{EvalOptions, RunConfig, StageDir, TrainOptions, evaluate};
+use slimseg_search::{EvalOptions, RunConfig, StageDir, TrainOptions, evaluate, select};
 
 struct Args {
     out: PathBuf,
@@ -178,7 +178,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             scfg.search.epochs = Some(e);
         }
         let search_dir = StageDir::new(run.join(&args.search_name));
-        let (net, m, spec) = run_search(&scfg, &cohort, base_dir.best(), &search_dir.root, &opts)?;
+        let (net, m) = run_search(&scfg, &cohort, base_dir.best(), &search_dir.root, &opts)?;
         println!(
             "search: {} epochs, {:.1} s, best val Dice {:?}, last val Dice {:?}",
             m.epochs, m.seconds, m.best_val_dice, m.last_val_dice
@@ -193,7 +193,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "searched model (soft gates) test mean Dice {:.4}",
             rep.mean_dice.unwrap_or(f64::NAN)
         );
-        if let Some(spec) = spec {
+        if m.completed {
+            let spec = select(
+                &scfg.model,
+                &read_gate_values(search_dir.gates_end())?,
+                &scfg.select,
+            )?;
+            spec.save_toml(search_dir.root.join(SUBNET_FILE))?;
             println!(
                 "subnet for {:?}: params {} of {} ({:.2}%), MACs {} of {} ({:.2}%)",
                 spec.budget,

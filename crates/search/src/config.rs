@@ -397,6 +397,47 @@ pub struct RunConfig {
     /// Fine-tuning schedule; used by the fine-tuning stage.
     #[serde(default)]
     pub finetune: FinetuneConfig,
+    /// The latency benchmark of a run's models.
+    #[serde(default)]
+    pub bench: BenchConfig,
+}
+
+/// The `[bench]` table: how the run's latency benchmark times each model's forward pass.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BenchConfig {
+    /// Batch sizes timed. Default `[1]`.
+    pub batches: Vec<usize>,
+    /// Untimed passes before timing, per model and batch size. Default 3.
+    pub warmup: usize,
+    /// Timed passes (median, min and max reported). Default 10.
+    pub repeats: usize,
+}
+
+impl Default for BenchConfig {
+    fn default() -> Self {
+        BenchConfig {
+            batches: vec![1],
+            warmup: 3,
+            repeats: 10,
+        }
+    }
+}
+
+impl BenchConfig {
+    /// Checks every value.
+    pub fn validate(&self) -> Result<()> {
+        if self.batches.is_empty() || self.batches.contains(&0) {
+            return Err(Error::config(
+                "bench.batches",
+                "must be a non-empty list of positive batch sizes",
+            ));
+        }
+        if self.repeats == 0 {
+            return Err(Error::config("bench.repeats", "must be at least 1"));
+        }
+        Ok(())
+    }
 }
 
 impl RunConfig {
@@ -409,6 +450,7 @@ impl RunConfig {
             search: SearchConfig::default(),
             select: SelectConfig::default(),
             finetune: FinetuneConfig::default(),
+            bench: BenchConfig::default(),
         }
     }
 
@@ -444,7 +486,8 @@ impl RunConfig {
         self.train.validate()?;
         self.search.validate()?;
         self.select.validate()?;
-        self.finetune.validate()
+        self.finetune.validate()?;
+        self.bench.validate()
     }
 
     /// Parses and validates a TOML document.
@@ -474,11 +517,17 @@ impl RunConfig {
         Self::parse(&s, path)
     }
 
-    /// The configuration as far as it decides results, as TOML: the run-time keys (device,
-    /// CPU threads, progress line) are normalised, so a run continued on another device
-    /// or with other threads counts as the same run.
+    /// The configuration as far as it decides a training's results, as TOML: the
+    /// run-time keys (device, CPU threads, progress line) are normalised, so a run
+    /// continued on another device counts as the same run (the trainer checks the thread
+    /// count itself), and so are the paths of the data root and of the pretrained
+    /// checkpoint, which a caller identifies by content (a moved run is the same run), as
+    /// is `[bench]`, which no training reads.
     pub fn result_identity(&self) -> Result<String> {
         let mut c = self.clone();
+        c.data.root = None;
+        c.train.pretrained = None;
+        c.bench = BenchConfig::default();
         c.train.device = DeviceChoice::Auto;
         c.train.threads = 0;
         c.train.progress = true;

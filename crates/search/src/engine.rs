@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use slimseg_data::pipeline::{PipelineConfig, SliceDataset};
 use slimseg_model::weights::{load_safetensors, save_safetensors};
 use slimseg_model::{GateMode, GateValues, PixelHead, TransUnet};
-use tch::{Tensor, nn};
+use tch::{Device, Tensor, nn};
 
 use crate::config::RunConfig;
 use crate::data::EvalVolume;
@@ -171,6 +171,10 @@ struct TrainerState {
     device: String,
     /// Whether that run used mixed precision.
     amp: bool,
+    /// libtorch's intra-op CPU threads of the run that wrote the state (CPU runs only):
+    /// CPU reductions are split by thread, so another count gives other rounding.
+    #[serde(default)]
+    threads: Option<usize>,
     best_val_dice: Option<f64>,
     best_epoch: Option<usize>,
     seconds: f64,
@@ -494,6 +498,7 @@ pub fn train(
         amp_good_steps: 0,
         device: format!("{device:?}"),
         amp,
+        threads: (device == Device::Cpu).then(|| tch::get_num_threads().max(1) as usize),
         best_val_dice: None,
         best_epoch: None,
         seconds: 0.0,
@@ -510,6 +515,18 @@ pub fn train(
                         .into(),
                 });
             }
+            if let (Some(then), Some(now)) = (s.threads, state.threads) {
+                if then != now {
+                    return Err(Error::Checkpoint {
+                        path: dir.checkpoints(),
+                        reason: format!(
+                            "was written with {then} CPU threads and this run has {now}; results \
+                         depend on the thread count, so resume with --set \
+                         train.threads={then} (or restart the stage with --force)"
+                        ),
+                    });
+                }
+            }
             resumed_from = Some(s.epochs_done);
             if s.device != state.device || s.amp != amp {
                 // The weights and optimiser moments carry over; the loss scale belongs to
@@ -524,6 +541,7 @@ pub fn train(
                     amp_good_steps: 0,
                     device: state.device,
                     amp,
+                    threads: state.threads,
                     ..s
                 };
             } else {

@@ -1,5 +1,5 @@
 //! The baseline and search stages as whole steps: build the network, load the previous
-//! stage's weights, train, and (search) select the subnet. The CLI runs these from run
+//! stage's weights and train. The CLI runs these from run
 //! directories (`runs/<name>/{baseline,search}`).
 
 use std::path::Path;
@@ -10,9 +10,8 @@ use tch::{Device, nn};
 
 use crate::config::RunConfig;
 use crate::data::Cohort;
-use crate::engine::{StageDir, TrainData, TrainMetrics, TrainOptions, train};
+use crate::engine::{TrainData, TrainMetrics, TrainOptions, train};
 use crate::error::Result;
-use crate::select::{SubnetSpec, select};
 
 /// File name of the selected subnet in a search stage directory.
 pub const SUBNET_FILE: &str = "subnet.toml";
@@ -81,16 +80,16 @@ pub fn run_baseline(
 }
 
 /// Searches (with [`RunConfig::for_search`] of `cfg`) from the baseline weights at
-/// `baseline_weights` in one round of soft-gate
-/// training into `dir`, then selects the subnet of `cfg.select` from the final gates and
-/// writes it to `dir/subnet.toml`. The spec is `None` when the run stopped early.
+/// `baseline_weights` in one round of soft-gate training into `dir`. The subnet is chosen
+/// afterwards from the final gates (`gates_end.json`) with [`select`], so that one search
+/// serves any budget.
 pub fn run_search(
     cfg: &RunConfig,
     cohort: &Cohort,
     baseline_weights: impl AsRef<Path>,
     dir: impl AsRef<Path>,
     opts: &TrainOptions,
-) -> Result<(Network, TrainMetrics, Option<SubnetSpec>)> {
+) -> Result<(Network, TrainMetrics)> {
     let cfg = &cfg.for_search();
     let device = cfg.train.device.device()?;
     let mut net = Network::new(&cfg.model, device, cfg.train.seed)?;
@@ -101,17 +100,5 @@ pub fn run_search(
         val: &cohort.val,
     };
     let m = train(&net.vs, &net.model, data, cfg, dir.as_ref(), opts)?;
-    let spec = if m.completed {
-        let gates = net
-            .model
-            .soft_gates()
-            .expect("gates attached above")
-            .values();
-        let spec = select(&cfg.model, &gates, &cfg.select)?;
-        spec.save_toml(StageDir::new(dir.as_ref()).root.join(SUBNET_FILE))?;
-        Some(spec)
-    } else {
-        None
-    };
-    Ok((net, m, spec))
+    Ok((net, m))
 }

@@ -1,0 +1,172 @@
+//! Content digests (SHA-256): of files, of a stage folder's outputs, and of a dataset,
+//! so that what a stage was made from is identified by content, not by path or time.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use slimseg_data::AcdcDataset;
+use slimseg_search::config::DataConfig;
+
+/// Lower-case hex of a digest.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SHA-256 of a string, in hex.
+pub fn of_text(text: &str) -> String {
+    hex(&Sha256::digest(text.as_bytes()))
+}
+
+/// SHA-256 of a file's content, in hex (read in 1 MiB pieces).
+pub fn of_file(path: &Path) -> Result<String> {
+    let mut f =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+/// Digests of every regular file under `dir` by path relative to it (with `/`),
+/// skipping the top-level entries named in `skip` and hidden entries (temporary files).
+pub fn of_tree(dir: &Path, skip: &[&str]) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    walk(dir, dir, skip, &mut out)?;
+    Ok(out)
+}
+
+fn walk(root: &Path, dir: &Path, skip: &[&str], out: &mut BTreeMap<String, String>) -> Result<()> {
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
+    for e in entries {
+        let e = e.with_context(|| format!("cannot list {}", dir.display()))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || (dir == root && skip.contains(&name.as_str())) {
+            continue;
+        }
+        let path = e.path();
+        let kind = e
+            .file_type()
+            .with_context(|| format!("cannot stat {}", path.display()))?;
+        if kind.is_dir() {
+            walk(root, &path, skip, out)?;
+        } else if kind.is_file() {
+            let rel = path
+                .strip_prefix(root)
+                .expect("under the root")
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join("/");
+            out.insert(rel, of_file(&path)?);
+        }
+    }
+    Ok(())
+}
+
+/// What a dataset is, by content: the patients a run uses and one digest over their
+/// files (paths relative to the data root, so a moved copy is the same data).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataIdentity {
+    /// Patient ids used (training, validation and test), ascending.
+    pub patients: Vec<u32>,
+    /// Files digested.
+    pub files: usize,
+    /// SHA-256 over the relative paths and contents of those files.
+    pub digest: String,
+}
+
+impl DataIdentity {
+    /// The identity of the patients `ids` of the ACDC tree at `root`.
+    pub fn of_patients(ds: &AcdcDataset, ids: &[u32]) -> Result<Self> {
+        let mut ids = ids.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut h = Sha256::new();
+        let mut files = 0;
+        for &id in &ids {
+            let Some(p) = ds.patient(id) else {
+                bail!("{}: no patient {id}", ds.root.display());
+            };
+            let rel_dir = p.dir.strip_prefix(&ds.root).unwrap_or(&p.dir);
+            for (rel, d) in of_tree(&p.dir, &[])? {
+                h.update(format!("{}/{rel}\0{d}\n", rel_dir.display()).as_bytes());
+                files += 1;
+            }
+        }
+        Ok(DataIdentity {
+            patients: ids,
+            files,
+            digest: hex(&h.finalize()),
+        })
+    }
+
+    /// The identity of the data a run configuration trains and tests on.
+    pub fn of_run_data(root: &Path, data: &DataConfig) -> Result<Self> {
+        let ds = AcdcDataset::open(root)
+            .with_context(|| format!("cannot open the dataset at {}", root.display()))?;
+        let split = data
+            .split
+            .resolve(&ds.ids())
+            .with_context(|| format!("the split of {}", root.display()))?;
+        let ids: Vec<u32> = split
+            .train
+            .iter()
+            .chain(&split.val)
+            .chain(&split.test)
+            .copied()
+            .collect();
+        Self::of_patients(&ds, &ids)
+    }
+
+    /// Short form for tables: the patient count and the first 12 hex digits.
+    pub fn short(&self) -> String {
+        format!(
+            "{} patients, {} files, sha256 {}",
+            self.patients.len(),
+            self.files,
+            &self.digest[..12]
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tree_digest_skips_hidden_and_named_entries_and_sees_content() {
+        let dir = std::env::temp_dir().join(format!("slimseg-digest-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("model")).unwrap();
+        std::fs::write(dir.join("a.json"), "1").unwrap();
+        std::fs::write(dir.join("model/w.bin"), "2").unwrap();
+        std::fs::write(dir.join(".a.json.tmp-1-0"), "x").unwrap();
+        std::fs::create_dir_all(dir.join("checkpoints")).unwrap();
+        std::fs::write(dir.join("checkpoints/c"), "3").unwrap();
+        let t = of_tree(&dir, &["checkpoints"]).unwrap();
+        assert_eq!(
+            t.keys().cloned().collect::<Vec<_>>(),
+            ["a.json", "model/w.bin"]
+        );
+        assert_eq!(t["a.json"], of_text("1"));
+        std::fs::write(dir.join("a.json"), "2").unwrap();
+        assert_ne!(
+            of_tree(&dir, &["checkpoints"]).unwrap()["a.json"],
+            t["a.json"]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

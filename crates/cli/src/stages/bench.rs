@@ -1,0 +1,279 @@
+//! `bench`: each model's own forward latency (the baseline; the searched model with its
+//! soft gates; the compressed and the fine-tuned sliced models) at every batch size of
+//! `[bench]`, their runs interleaved, into `RUN/bench/latency.json`. The bench stage is
+//! made with the configuration's options; a call with other options (`--batch`,
+//! `--repeats`, `--warmup`), or on a complete stage, is a side measurement kept in
+//! `RUN/measurements/`, which never replaces the stage's.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Result, bail};
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use slimseg_compress::latency::{bench_full_vs_compressed, describe_device, time_models};
+use slimseg_compress::{LatencyOptions, LatencyStats};
+use slimseg_search::config::BenchConfig;
+
+use super::{ModelStage, load_stage_model, make_one};
+use crate::graph::{self, Ctx, State};
+use crate::run::{Open, Run, RunArgs, write_json};
+
+/// File of the bench stage.
+pub const LATENCY_FILE: &str = "latency.json";
+/// Folder of side measurements inside the run.
+pub const MEASUREMENTS_DIR: &str = "measurements";
+
+/// Options of `bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Batch sizes (comma-separated or repeated). Default: `bench.batches`.
+    #[arg(long, value_delimiter = ',')]
+    pub batch: Vec<usize>,
+    /// Untimed runs before timing. Default: `bench.warmup`.
+    #[arg(long)]
+    pub warmup: Option<usize>,
+    /// Timed runs (median, min and max reported). Default: `bench.repeats`.
+    #[arg(long)]
+    pub repeats: Option<usize>,
+    /// Redo the bench stage although it is complete and up to date.
+    #[arg(long)]
+    pub force: bool,
+    /// Also write the result as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Instead of the run's models, time the full model against a structured
+    /// architecture (same share of dims per head, MLP units and tokens in every block)
+    /// with at least this whole-model MAC reduction, e.g. 0.3: no trained run needed, only
+    /// `--config`.
+    #[arg(long, value_name = "FRACTION")]
+    pub structured_mac_reduction: Option<f64>,
+    /// With `--structured-mac-reduction`: blocks before this one keep every token.
+    #[arg(long, default_value_t = 0)]
+    pub token_from_layer: usize,
+}
+
+/// One model's latency at each batch size.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelLatency {
+    /// Its stage.
+    pub stage: ModelStage,
+    /// Fingerprint id of the stage measured.
+    pub fingerprint: String,
+    /// Per batch size (in the order of `batches`).
+    pub stats: Vec<LatencyStats>,
+}
+
+/// A latency measurement of a run's models.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BenchReport {
+    /// Device, in words (with the CPU threads).
+    pub device: String,
+    /// Warm-up and timed runs.
+    pub options: LatencyOptions,
+    /// Batch sizes timed.
+    pub batches: Vec<usize>,
+    /// Each model measured.
+    pub models: Vec<ModelLatency>,
+    /// When, seconds since the Unix epoch.
+    pub measured_unix: u64,
+}
+
+impl BenchReport {
+    /// A model's stats at a batch size.
+    pub fn get(&self, stage: ModelStage, batch: usize) -> Option<&LatencyStats> {
+        let i = self.batches.iter().position(|&b| b == batch)?;
+        self.models
+            .iter()
+            .find(|m| m.stage == stage)
+            .and_then(|m| m.stats.get(i))
+    }
+
+    /// A Markdown table: one row per model, median (min-max) ms per batch size.
+    pub fn to_markdown(&self) -> String {
+        let mut s = format!(
+            "Latency on {}: eval, no grad, warm-up {}, median (min-max) of {} runs, ms per \
+             forward pass\n\n| model |",
+            self.device, self.options.warmup, self.options.repeats
+        );
+        for b in &self.batches {
+            s += &format!(" batch {b} |");
+        }
+        s += "\n|---|";
+        s += &"---:|".repeat(self.batches.len());
+        s.push('\n');
+        for m in &self.models {
+            s += &format!("| {} |", m.stage.label());
+            for st in &m.stats {
+                s += &format!(" {:.2} ({:.2}-{:.2}) |", st.median_ms, st.min_ms, st.max_ms);
+            }
+            s.push('\n');
+        }
+        s
+    }
+}
+
+/// Times the models of the `stages` (all done) of `run`.
+fn measure(run: &Run, stages: &[(ModelStage, String)], cfg: &BenchConfig) -> Result<BenchReport> {
+    let device = run.device()?;
+    let loaded = stages
+        .iter()
+        .map(|(s, _)| load_stage_model(run, *s, device))
+        .collect::<Result<Vec<_>>>()?;
+    let models: Vec<&slimseg_model::TransUnet> = loaded.iter().map(|m| &m.model).collect();
+    let opts = LatencyOptions {
+        warmup: cfg.warmup,
+        repeats: cfg.repeats,
+    };
+    let per_batch = time_models(&models, &cfg.batches, &opts)?;
+    let models = stages
+        .iter()
+        .enumerate()
+        .map(|(i, (stage, fingerprint))| ModelLatency {
+            stage: *stage,
+            fingerprint: fingerprint.clone(),
+            stats: per_batch.iter().map(|row| row[i].clone()).collect(),
+        })
+        .collect();
+    Ok(BenchReport {
+        device: describe_device(device),
+        options: opts,
+        batches: cfg.batches.clone(),
+        models,
+        measured_unix: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    })
+}
+
+/// Measures every model stage into `dir/latency.json` with the `[bench]` options.
+pub fn make(ctx: &mut Ctx<'_>, dir: &Path) -> Result<()> {
+    let run = ctx.run;
+    let states = graph::states(run)?;
+    let stages: Vec<(ModelStage, String)> = ModelStage::ALL
+        .iter()
+        .map(|s| {
+            let id = states[s.dir()]
+                .done()
+                .map(|r| r.id.clone())
+                .unwrap_or_default();
+            (*s, id)
+        })
+        .collect();
+    eprintln!("[bench] latency of every model");
+    let rep = measure(run, &stages, &run.cfg.bench)?;
+    eprint!("{}", rep.to_markdown());
+    write_json(&dir.join(LATENCY_FILE), &rep)
+}
+
+/// `bench`.
+pub fn cmd(args: BenchArgs) -> Result<()> {
+    let mut run = Run::open(&args.run, Open::write())?;
+    if let Some(target) = args.structured_mac_reduction {
+        let (arch, summary) = slimseg_compress::arch_for_mac_reduction(
+            &run.cfg.model,
+            target,
+            args.token_from_layer,
+        )?;
+        eprintln!(
+            "structured architecture: MACs -{:.1}%, params -{:.1}%",
+            100.0 * summary.mac_reduction(),
+            100.0 * summary.param_reduction()
+        );
+        let batches = if args.batch.is_empty() {
+            run.cfg.bench.batches.clone()
+        } else {
+            args.batch.clone()
+        };
+        let opts = LatencyOptions {
+            warmup: args.warmup.unwrap_or(run.cfg.bench.warmup),
+            repeats: args.repeats.unwrap_or(run.cfg.bench.repeats),
+        };
+        let rep = bench_full_vs_compressed(&run.cfg.model, &arch, run.device()?, &batches, &opts)?;
+        if let Some(p) = &args.json {
+            write_json(p, &rep)?;
+        }
+        print!("{}", rep.to_markdown());
+        return Ok(());
+    }
+    let mut cfg = run.cfg.bench.clone();
+    let side = !args.batch.is_empty() || args.warmup.is_some() || args.repeats.is_some();
+    if !args.batch.is_empty() {
+        cfg.batches = args.batch.clone();
+    }
+    cfg.warmup = args.warmup.unwrap_or(cfg.warmup);
+    cfg.repeats = args.repeats.unwrap_or(cfg.repeats);
+    cfg.validate()?;
+    let states = graph::states(&run)?;
+    let stage_done = matches!(states["bench"], State::Done(_));
+    if !side && (!stage_done || args.force) {
+        run.cfg.bench = cfg;
+        make_one(&run, "bench", args.force, None)?;
+        let rep: BenchReport = crate::run::read_json(&run.stage("bench").join(LATENCY_FILE))?;
+        if let Some(p) = &args.json {
+            write_json(p, &rep)?;
+        }
+        print!("{}", rep.to_markdown());
+        return Ok(());
+    }
+    // A side measurement of the models that are done.
+    let stages: Vec<(ModelStage, String)> = ModelStage::ALL
+        .iter()
+        .filter_map(|s| states[s.dir()].done().map(|r| (*s, r.id.clone())))
+        .collect();
+    if stages.is_empty() {
+        bail!(
+            "{}: no model stage is complete and up to date (see `slimseg status --run {}`)",
+            run.root.display(),
+            run.root.display()
+        );
+    }
+    let rep = measure(&run, &stages, &cfg)?;
+    let path = side_path(&run, rep.measured_unix);
+    write_json(&path, &rep)?;
+    if let Some(p) = &args.json {
+        write_json(p, &rep)?;
+    }
+    print!("{}", rep.to_markdown());
+    eprintln!(
+        "side measurement kept in {} (the bench stage, {}, is made with [bench] and stays \
+         as it is)",
+        path.display(),
+        run.stage("bench").join(LATENCY_FILE).display()
+    );
+    Ok(())
+}
+
+/// A new file name for a side measurement.
+fn side_path(run: &Run, unix: u64) -> PathBuf {
+    let dir = run.root.join(MEASUREMENTS_DIR);
+    (0u32..)
+        .map(|n| dir.join(format!("bench-{unix}-{n}.json")))
+        .find(|p| !p.exists())
+        .expect("a free name")
+}
+
+/// The side measurements of a run, by file name.
+pub fn side_measurements(run: &Run) -> Result<BTreeMap<String, BenchReport>> {
+    let dir = run.root.join(MEASUREMENTS_DIR);
+    let mut out = BTreeMap::new();
+    if !dir.is_dir() {
+        return Ok(out);
+    }
+    for e in std::fs::read_dir(&dir)? {
+        let p = e?.path();
+        if p.extension().is_some_and(|x| x == "json") {
+            let name = p
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            out.insert(name, crate::run::read_json(&p)?);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,360 @@
+//! The pipeline stages, one file each (`baseline`, `search`, `compress`, `finetune`,
+//! `bench`), and what they share: the models of a run's stages, their evaluation on the
+//! test set and their sizes. Each stage's `make` builds it into a folder; the graph
+//! ([`crate::graph`]) decides when, and records it.
+
+pub mod baseline;
+pub mod bench;
+pub mod compress;
+pub mod finetune;
+pub mod search;
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use serde::{Deserialize, Serialize};
+use slimseg_compress::{CompressedModel, Manifest};
+use slimseg_data::metrics::Convention;
+use slimseg_model::count::{ModelCount, count};
+use slimseg_model::{ModelConfig, SubnetArch, TransUnet};
+use slimseg_search::data::EvalVolume;
+use slimseg_search::stages::Network;
+use slimseg_search::{EvalOptions, EvalReport, evaluate};
+use tch::{Device, nn};
+
+use crate::graph::{self, Ctx, Made};
+use crate::run::{DataArgs, Open, Run, RunArgs, read_json};
+
+/// File of the test-set evaluation in each model stage's folder.
+pub const EVAL_FILE: &str = "eval.json";
+/// Folder (inside `finetuned/`) holding the fine-tuned model in the compressed format.
+pub const FINETUNED_MODEL_DIR: &str = "model";
+
+/// Options of every command that makes one stage.
+#[derive(Debug, Clone, Args)]
+pub struct StageArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Redo the stage even if it is complete and up to date. The new stage is built beside
+    /// the old one, which stays as it was unless the redo succeeds.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Options of the stage commands that train.
+#[derive(Debug, Clone, Default, Args)]
+pub struct StopArgs {
+    /// Train at most this many epochs in this call, then stop with the checkpoint saved;
+    /// the next call resumes from it.
+    #[arg(long, value_name = "EPOCHS")]
+    pub stop_after: Option<usize>,
+}
+
+impl StageArgs {
+    /// Opens the run for writing with `--data`.
+    pub fn open(&self) -> Result<Run> {
+        Run::open(
+            &self.run,
+            Open {
+                data: Some(&self.data),
+                reads_data: true,
+                ..Open::write()
+            },
+        )
+    }
+}
+
+/// Makes one stage of `run` from the command line and says what happened.
+pub fn make_one(run: &Run, name: &str, force: bool, stop_after: Option<usize>) -> Result<()> {
+    let mut ctx = Ctx::new(run);
+    ctx.stop_after = stop_after;
+    match graph::make(&mut ctx, name, force)? {
+        Made::Ran(s) => eprintln!("[{name}] done in {s:.1} s ({})", run.stage(name).display()),
+        Made::Stopped(why) => eprintln!("[{name}] {why}"),
+    }
+    Ok(())
+}
+
+/// Training options of a stage make: resume, and stop after `--stop-after` epochs.
+pub fn train_options(ctx: &Ctx<'_>) -> slimseg_search::TrainOptions {
+    slimseg_search::TrainOptions {
+        stop_after_epochs: ctx.stop_after,
+        ..Default::default()
+    }
+}
+
+/// The error of a training that ended before its last epoch: [`graph::Stopped`] when
+/// it stopped as asked.
+pub fn incomplete(
+    stop_after: Option<usize>,
+    dir: &Path,
+    what: &str,
+    epochs_done: usize,
+) -> anyhow::Error {
+    match stop_after {
+        Some(n) => anyhow::Error::new(graph::Stopped(format!(
+            "stopped after {n} epoch(s) as asked (--stop-after), {epochs_done} done; run \
+             the command again to resume from {}",
+            dir.join("checkpoints").display()
+        ))),
+        None => anyhow::anyhow!("{}: {what} stopped before the last epoch", dir.display()),
+    }
+}
+
+/// A model stage that can be loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelStage {
+    /// The trained full model (`baseline/best.safetensors`).
+    Baseline,
+    /// The searched full model with its soft gates (`search/weights.safetensors`).
+    Search,
+    /// The sliced model (`compressed/`).
+    Compressed,
+    /// The fine-tuned sliced model (`finetuned/model/`).
+    Finetuned,
+}
+
+impl ModelStage {
+    /// All stages in pipeline order.
+    pub const ALL: [ModelStage; 4] = [
+        ModelStage::Baseline,
+        ModelStage::Search,
+        ModelStage::Compressed,
+        ModelStage::Finetuned,
+    ];
+
+    /// Folder name.
+    pub fn dir(self) -> &'static str {
+        match self {
+            ModelStage::Baseline => "baseline",
+            ModelStage::Search => "search",
+            ModelStage::Compressed => "compressed",
+            ModelStage::Finetuned => "finetuned",
+        }
+    }
+
+    /// Name in tables.
+    pub fn label(self) -> &'static str {
+        match self {
+            ModelStage::Baseline => "baseline",
+            ModelStage::Search => "searched (soft gates)",
+            ModelStage::Compressed => "compressed",
+            ModelStage::Finetuned => "fine-tuned",
+        }
+    }
+
+    /// The command that makes it.
+    pub fn command(self) -> &'static str {
+        match self {
+            ModelStage::Baseline => "train",
+            ModelStage::Search => "search",
+            ModelStage::Compressed => "compress",
+            ModelStage::Finetuned => "finetune",
+        }
+    }
+}
+
+/// A loaded model with the variables it lives in.
+pub struct LoadedModel {
+    /// Variables (held so the weights live as long as the model).
+    #[allow(dead_code)]
+    pub vs: nn::VarStore,
+    /// The network.
+    pub model: TransUnet,
+}
+
+fn has_weights(path: &Path, what: &str) -> Result<()> {
+    if !path.exists() {
+        bail!("{}: missing ({what})", path.display());
+    }
+    Ok(())
+}
+
+/// Loads the model of `stage` from the run directory onto `device`.
+pub fn load_stage_model(run: &Run, stage: ModelStage, device: Device) -> Result<LoadedModel> {
+    let cfg = &run.cfg.model;
+    let dir = run.stage(stage.dir());
+    let hint = format!(
+        "run `slimseg {} --run {}` first",
+        stage.command(),
+        run.root.display()
+    );
+    match stage {
+        ModelStage::Baseline => {
+            let path = dir.join("best.safetensors");
+            has_weights(&path, &hint)?;
+            let mut net = Network::new(cfg, device, run.cfg.train.seed)?;
+            net.load(&path)
+                .with_context(|| format!("{} does not fit the configured model", path.display()))?;
+            Ok(LoadedModel {
+                vs: net.vs,
+                model: net.model,
+            })
+        }
+        ModelStage::Search => {
+            let path = dir.join("weights.safetensors");
+            has_weights(&path, &hint)?;
+            let mut net = Network::new(cfg, device, run.cfg.train.seed)?;
+            net.attach_soft_gates()?;
+            net.load(&path).with_context(|| {
+                format!(
+                    "{} does not fit the configured model with gates",
+                    path.display()
+                )
+            })?;
+            Ok(LoadedModel {
+                vs: net.vs,
+                model: net.model,
+            })
+        }
+        ModelStage::Compressed | ModelStage::Finetuned => {
+            let dir = if stage == ModelStage::Finetuned {
+                dir.join(FINETUNED_MODEL_DIR)
+            } else {
+                dir
+            };
+            has_weights(&dir.join(slimseg_compress::MANIFEST_FILE), &hint)?;
+            let cm = CompressedModel::load(&dir, device).with_context(|| {
+                format!("cannot load the compressed model in {}", dir.display())
+            })?;
+            if cm.config() != cfg {
+                bail!(
+                    "{}: the model configuration differs from the run's [model]",
+                    dir.join(slimseg_compress::MANIFEST_FILE).display()
+                );
+            }
+            Ok(LoadedModel {
+                vs: cm.vs,
+                model: cm.model,
+            })
+        }
+    }
+}
+
+/// Test-set evaluation with HD95 (TransUNet's empty-mask convention).
+pub fn eval_test(run: &Run, model: &TransUnet, test: &[EvalVolume]) -> Result<EvalReport> {
+    let opts = EvalOptions {
+        batch: run.cfg.train.eval_batch,
+        hd95: true,
+        convention: Convention::TransUnet,
+    };
+    let t = Instant::now();
+    let rep = evaluate(model, test, &opts)?;
+    eprintln!(
+        "  test: mean Dice {} over {} volumes ({:.1} s)",
+        rep.mean_dice.map_or("-".into(), |d| format!("{:.4}", d)),
+        test.len(),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(rep)
+}
+
+/// Per-layer description of a model for `info` and the report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// Stage.
+    pub stage: ModelStage,
+    /// Total parameters.
+    pub params: u64,
+    /// Total MACs per image.
+    pub macs: u64,
+    /// FLOPs per image (2 x MACs).
+    pub flops: u64,
+    /// Parameters and MACs part by part.
+    pub count: ModelCount,
+    /// Kept widths per transformer block.
+    pub blocks: Vec<BlockInfo>,
+}
+
+/// Kept widths of one transformer block.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BlockInfo {
+    /// Block index.
+    pub layer: usize,
+    /// Kept dims of every head.
+    pub head_widths: Vec<usize>,
+    /// Kept attention dims in all.
+    pub attn_dims: usize,
+    /// Kept MLP units.
+    pub mlp_units: usize,
+    /// Kept tokens.
+    pub tokens: usize,
+    /// Parameters of the block.
+    pub params: u64,
+    /// MACs of the block.
+    pub macs: u64,
+}
+
+/// The architecture of a stage (`None`: full width).
+pub fn stage_arch(run: &Run, stage: ModelStage) -> Result<Option<SubnetArch>> {
+    Ok(match stage {
+        ModelStage::Baseline | ModelStage::Search => None,
+        ModelStage::Compressed => {
+            let dir = run.stage("compressed");
+            has_weights(
+                &dir.join(slimseg_compress::MANIFEST_FILE),
+                "run `slimseg compress` first",
+            )?;
+            Some(Manifest::load(&dir)?.arch)
+        }
+        ModelStage::Finetuned => {
+            let dir = run.stage("finetuned").join(FINETUNED_MODEL_DIR);
+            has_weights(
+                &dir.join(slimseg_compress::MANIFEST_FILE),
+                "run `slimseg finetune` first",
+            )?;
+            Some(Manifest::load(&dir)?.arch)
+        }
+    })
+}
+
+/// Counts and kept widths of a model of `cfg` with `arch`.
+pub fn model_info(
+    cfg: &ModelConfig,
+    stage: ModelStage,
+    arch: Option<&SubnetArch>,
+) -> Result<ModelInfo> {
+    let c = count(cfg, arch)?;
+    let full = SubnetArch::full(cfg);
+    let a = arch.unwrap_or(&full);
+    let blocks = a
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(l, la)| {
+            let name = format!("transformer.encoder.layer.{l}");
+            let part = c.layers.iter().find(|p| p.name == name);
+            BlockInfo {
+                layer: l,
+                head_widths: la.head_widths(),
+                attn_dims: la.attn_width(),
+                mlp_units: la.mlp_units.len(),
+                tokens: la.tokens.len(),
+                params: part.map_or(0, |p| p.params),
+                macs: part.map_or(0, |p| p.macs),
+            }
+        })
+        .collect();
+    Ok(ModelInfo {
+        stage,
+        params: c.params(),
+        macs: c.macs(),
+        flops: c.flops(),
+        blocks,
+        count: c,
+    })
+}
+
+/// Reads a stage's `eval.json`, if present.
+pub fn read_eval(run: &Run, stage: ModelStage) -> Result<Option<EvalReport>> {
+    let p = run.stage(stage.dir()).join(EVAL_FILE);
+    if !p.exists() {
+        return Ok(None);
+    }
+    read_json(&p).map(Some)
+}
