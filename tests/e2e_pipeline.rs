@@ -7,7 +7,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{fails, json, json_stdout, ok, scratch, text, tiny_config};
+use common::{fails, json, json_stdout, ok, scratch, text, tiny_config, tiny_reproduce_args};
 
 fn assert_png(path: &Path) {
     let b = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -19,45 +19,12 @@ fn assert_png(path: &Path) {
     assert!(b.len() > 1000, "{} is suspiciously small", path.display());
 }
 
-/// Scaled-down reproduce arguments: 2 training + 1 validation + 1 test patients, one
-/// epoch per stage, CPU.
-fn reproduce_args(run: &str) -> Vec<String> {
-    [
-        "reproduce",
-        "--config",
-        tiny_config().to_str().unwrap(),
-        "--run",
-        run,
-        "--synth-train",
-        "2",
-        "--synth-val",
-        "1",
-        "--synth-test",
-        "1",
-        "--set",
-        "train.epochs=1",
-        "--set",
-        "search.epochs=1",
-        "--set",
-        "finetune.epochs=1",
-        "--set",
-        "train.progress=false",
-        "--device",
-        "cpu",
-        "--bench-repeats",
-        "2",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
-
 #[test]
 fn pipeline_end_to_end() {
     let dir = scratch("pipeline");
     let run = dir.join("run");
     let r = run.to_str().unwrap();
-    let args = reproduce_args(r);
+    let args = tiny_reproduce_args(r);
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
 
     // First reproduce: every stage runs.
@@ -145,7 +112,10 @@ fn pipeline_end_to_end() {
     assert_eq!(macs(2), macs(3), "fine-tuning keeps the architecture");
     assert_eq!(models[0]["flops"].as_u64().unwrap(), 2 * macs(0));
     for m in models {
-        assert!(m["latency_ms"][0].as_f64().unwrap() > 0.0, "own latency: {m}");
+        assert!(
+            m["latency_ms"][0].as_f64().unwrap() > 0.0,
+            "own latency: {m}"
+        );
     }
     assert!(rep["provenance"]["commit"].is_string());
     assert_eq!(rep["provenance"]["stages"].as_object().unwrap().len(), 5);
@@ -156,7 +126,14 @@ fn pipeline_end_to_end() {
     let before = std::fs::metadata(&best).unwrap().modified().unwrap();
     let o = ok(&argv);
     let t = text(&o);
-    for stage in ["baseline", "search", "compressed", "finetuned", "bench", "report"] {
+    for stage in [
+        "baseline",
+        "search",
+        "compressed",
+        "finetuned",
+        "bench",
+        "report",
+    ] {
         assert!(
             t.contains(&format!("[{stage}] done")) && t.contains("skipped"),
             "second reproduce should skip {stage}:\n{t}"
@@ -272,8 +249,14 @@ fn pipeline_end_to_end() {
     ok(&["eval", "--run", r, "--stage", "compressed"]);
     let side = json(&run.join("evals/test/compressed.json"));
     assert_eq!(side["run_test_set"], true);
-    assert_eq!(side["report"]["volumes"], json(&run.join("compressed/eval.json"))["volumes"]);
-    assert_eq!(std::fs::read(run.join("compressed/eval.json")).unwrap(), own);
+    assert_eq!(
+        side["report"]["volumes"],
+        json(&run.join("compressed/eval.json"))["volumes"]
+    );
+    assert_eq!(
+        std::fs::read(run.join("compressed/eval.json")).unwrap(),
+        own
+    );
 
     // Unreachable budget: an error, and the finished compressed stage stays intact.
     fails(
@@ -312,7 +295,10 @@ fn pipeline_end_to_end() {
     let bad = dir.join("corrupt");
     std::fs::create_dir_all(bad.join("baseline")).unwrap();
     let cfg = std::fs::read_to_string(run.join("config.toml")).unwrap();
-    assert!(cfg.contains("root = \"data\""), "the data root is relative: {cfg}");
+    assert!(
+        cfg.contains("root = \"data\""),
+        "the data root is relative: {cfg}"
+    );
     let cfg = cfg.replace(
         "root = \"data\"",
         &format!("root = {:?}", run.join("data").to_str().unwrap()),

@@ -94,3 +94,56 @@ pub fn tiny_train_args(run: &Path, epochs: usize) -> Vec<String> {
     .map(String::from)
     .to_vec()
 }
+
+/// Scaled-down reproduce arguments: 2 training + 1 validation + 1 test patients, one
+/// epoch per stage, CPU.
+pub fn tiny_reproduce_args(run: &str) -> Vec<String> {
+    [
+        "reproduce",
+        "--config",
+        tiny_config().to_str().unwrap(),
+        "--run",
+        run,
+        "--synth-train",
+        "2",
+        "--synth-val",
+        "1",
+        "--synth-test",
+        "1",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "search.epochs=1",
+        "--set",
+        "finetune.epochs=1",
+        "--set",
+        "train.progress=false",
+        "--device",
+        "cpu",
+        "--bench-repeats",
+        "2",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Every file under `dir` with its bytes, by relative path (to compare trees).
+pub fn tree(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(root: &Path, d: &Path, out: &mut std::collections::BTreeMap<PathBuf, Vec<u8>>) {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                out.insert(
+                    p.strip_prefix(root).unwrap().to_path_buf(),
+                    std::fs::read(&p).unwrap(),
+                );
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}

@@ -22,10 +22,7 @@ pub struct InfoArgs {
 
 /// `info`: per-layer kept widths, parameters and MACs of a stage's model.
 pub fn info_cmd(args: InfoArgs) -> Result<()> {
-    let run = Run::open(
-        &args.run,
-        Open::read(),
-    )?;
+    let run = Run::open(&args.run, Open::read())?;
     let arch = stage_arch(&run, args.stage)?;
     let info = model_info(&run.cfg.model, args.stage, arch.as_ref())?;
     if args.json {

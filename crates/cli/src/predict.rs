@@ -49,10 +49,7 @@ pub fn predict_cmd(args: PredictArgs) -> Result<()> {
         device: args.device,
         ..RunArgs::dir(&args.run)
     };
-    let run = Run::open(
-        &run_args,
-        Open::read(),
-    )?;
+    let run = Run::open(&run_args, Open::read())?;
     std::fs::metadata(&args.input)
         .with_context(|| format!("cannot read the input volume {}", args.input.display()))?;
     check_output(&args.out, &[&args.input], &run.root, args.overwrite)?;

@@ -40,10 +40,7 @@ pub fn utc(unix: u64) -> String {
 
 /// `status --run R`.
 pub fn cmd(args: StatusArgs) -> Result<()> {
-    let run = Run::open(
-        &RunArgs::dir(&args.run),
-        Open::read(),
-    )?;
+    let run = Run::open(&RunArgs::dir(&args.run), Open::read())?;
     println!("run {}", run.root.display());
     match &run.cfg.data.root {
         Some(root) => {
