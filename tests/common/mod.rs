@@ -128,17 +128,22 @@ pub fn tiny_reproduce_args(run: &str) -> Vec<String> {
     .collect()
 }
 
-/// Every file under `dir` with its bytes, by relative path (to compare trees).
-pub fn tree(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
-    fn walk(root: &Path, d: &Path, out: &mut std::collections::BTreeMap<PathBuf, Vec<u8>>) {
+/// Every file under `dir` with its length and a hash of its bytes, by relative path (to
+/// compare trees with short messages).
+pub fn tree(dir: &Path) -> std::collections::BTreeMap<PathBuf, (usize, u64)> {
+    fn walk(root: &Path, d: &Path, out: &mut std::collections::BTreeMap<PathBuf, (usize, u64)>) {
         for e in std::fs::read_dir(d).unwrap() {
             let p = e.unwrap().path();
             if p.is_dir() {
                 walk(root, &p, out);
             } else {
+                use std::hash::{Hash, Hasher};
+                let bytes = std::fs::read(&p).unwrap();
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                bytes.hash(&mut h);
                 out.insert(
                     p.strip_prefix(root).unwrap().to_path_buf(),
-                    std::fs::read(&p).unwrap(),
+                    (bytes.len(), h.finish()),
                 );
             }
         }

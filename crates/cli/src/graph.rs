@@ -643,17 +643,19 @@ pub fn make(ctx: &mut Ctx<'_>, name: &str, force: bool) -> Result<Made> {
     verify_consumed(run, d, &states)?;
     let t = Instant::now();
     let target = run.stage(name);
+    // A complete stage (done or stale) stays in place until its redo has succeeded.
     let staging = match &state {
         State::Missing => None,
         State::Done(_) => {
             eprintln!("[{name}] redo (--force), built beside the complete stage");
-            Some(slimseg_data::staging_sibling(&target))
+            Some(())
         }
         State::Stale(_, why) => {
             eprintln!("[{name}] stale, redone: {}", why.join("; "));
-            Some(slimseg_data::staging_sibling(&target))
+            Some(())
         }
-    };
+    }
+    .map(|()| slimseg_data::staging_sibling(&target));
     let dir = staging.clone().unwrap_or_else(|| target.clone());
     if staging.is_none() {
         prepare_in_place(&dir, &fingerprint, force)?;
