@@ -10,7 +10,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BIN, fails, json, ok, scratch, text, tiny_reproduce_args, tiny_train_args, tree};
+use common::{
+    BIN, Killed, fails, json, ok, scratch, text, tiny_reproduce_args, tiny_train_args, tree,
+};
 
 /// A finished scaled-down run in `dir/run`.
 fn finished_run(dir: &Path) -> std::path::PathBuf {
@@ -177,16 +179,6 @@ fn side_results_never_replace_the_run_results() {
     );
     assert!(md.contains("Test volumes: 2."), "{md}");
     std::fs::remove_dir_all(&dir).unwrap();
-}
-
-/// A child process killed when dropped.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]

@@ -7,7 +7,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BIN, fails, ok, scratch, tiny_config, tiny_train_args};
+use common::{BIN, Killed, fails, ok, scratch, tiny_config, tiny_train_args};
 
 /// A quick writing command on `run`: a latency benchmark of a structured subnet, which
 /// needs only a configuration (given with `--config`, or the run's own).
@@ -29,16 +29,6 @@ fn read_args<'a>(run: &'a str, config: &'a std::path::Path) -> [&'a str; 7] {
     [
         "info", "--config", config, "--run", run, "--stage", "baseline",
     ]
-}
-
-/// A child process killed when dropped, so a failing assertion leaves none behind.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]

@@ -65,67 +65,61 @@ pub fn json_stdout(args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}\n{}", text(&o)))
 }
 
-/// Arguments of a `train` of the tiny preset into `run` for `epochs` epochs on CPU, on a
-/// synthetic cohort of 2 training, 1 validation and 1 test patients, without a progress
-/// bar.
-pub fn tiny_train_args(run: &Path, epochs: usize) -> Vec<String> {
-    let run = run.to_str().unwrap();
-    let config = tiny_config();
-    let epochs = format!("train.epochs={epochs}");
-    [
-        "train",
+/// Arguments of `command` (train or reproduce) of the tiny preset into `run` on CPU, on
+/// a synthetic cohort of 2 training, 1 validation and 1 test patients, without a progress
+/// bar, with `sets` as `--set` overrides.
+fn tiny_args(command: &str, run: &Path, sets: &[String]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        command,
         "--config",
-        config.to_str().unwrap(),
+        tiny_config().to_str().unwrap(),
         "--run",
-        run,
+        run.to_str().unwrap(),
         "--synth-train",
         "2",
         "--synth-val",
         "1",
         "--synth-test",
         "1",
-        "--set",
-        &epochs,
         "--set",
         "train.progress=false",
         "--device",
         "cpu",
     ]
     .map(String::from)
-    .to_vec()
+    .to_vec();
+    for s in sets {
+        args.extend(["--set".to_string(), s.clone()]);
+    }
+    args
 }
 
-/// Scaled-down reproduce arguments: 2 training + 1 validation + 1 test patients, one
-/// epoch per stage, CPU.
+/// Arguments of a `train` of the tiny preset into `run` for `epochs` epochs (see
+/// [`tiny_args`]).
+pub fn tiny_train_args(run: &Path, epochs: usize) -> Vec<String> {
+    tiny_args("train", run, &[format!("train.epochs={epochs}")])
+}
+
+/// Scaled-down reproduce arguments: one epoch per stage, 2 timed runs of the benchmark
+/// (see [`tiny_args`]).
 pub fn tiny_reproduce_args(run: &str) -> Vec<String> {
-    [
-        "reproduce",
-        "--config",
-        tiny_config().to_str().unwrap(),
-        "--run",
-        run,
-        "--synth-train",
-        "2",
-        "--synth-val",
-        "1",
-        "--synth-test",
-        "1",
-        "--set",
+    let sets = [
         "train.epochs=1",
-        "--set",
         "search.epochs=1",
-        "--set",
         "finetune.epochs=1",
-        "--set",
-        "train.progress=false",
-        "--device",
-        "cpu",
-        "--bench-repeats",
-        "2",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+        "bench.repeats=2",
+    ];
+    tiny_args("reproduce", Path::new(run), &sets.map(String::from))
+}
+
+/// A child process killed when dropped, so a failing assertion leaves none behind.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Every file under `dir` with its length and a hash of its bytes, by relative path (to

@@ -9,6 +9,7 @@ use slimseg_data::nii::{NonFinite, read_volume_with};
 use slimseg_data::pipeline::{normalize_volume, resize_cubic};
 use slimseg_model::infer::predict_volume_with;
 
+use crate::graph::{self, State};
 use crate::guard::check_output;
 use crate::run::{DeviceArg, Open, Run, RunArgs};
 use crate::stages::{ModelStage, load_stage_model};
@@ -64,6 +65,16 @@ pub fn predict_cmd(args: PredictArgs) -> Result<()> {
     let (vol, orientation) = vol.into_slice_order(run.cfg.data.orientation)?;
     let slices = vol.data.dim().0;
     let device = run.device()?;
+    if let Some(State::Stale(_, why)) = graph::states(&run)
+        .ok()
+        .map(|s| s[args.stage.dir()].clone())
+    {
+        eprintln!(
+            "warning: the {} stage is stale ({}); its model is used as it is",
+            args.stage.dir(),
+            why.join("; ")
+        );
+    }
     let m = load_stage_model(&run, args.stage, device)?;
     let mut image = vol.data;
     normalize_volume(&mut image, run.cfg.data.normalization);

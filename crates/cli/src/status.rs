@@ -7,7 +7,7 @@ use anyhow::Result;
 use clap::Args;
 
 use crate::graph::{GRAPH, STAGE_RECORD, State, states};
-use crate::run::{Open, Run, RunArgs};
+use crate::run::{DataArgs, Open, Run, RunArgs};
 
 /// Options of `status`.
 #[derive(Debug, Clone, Args)]
@@ -15,6 +15,8 @@ pub struct StatusArgs {
     /// The run directory.
     #[arg(long)]
     pub run: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
 }
 
 /// A Unix time as `YYYY-MM-DD HH:MM UTC` (the civil-from-days conversion of the
@@ -40,7 +42,13 @@ pub fn utc(unix: u64) -> String {
 
 /// `status --run R`.
 pub fn cmd(args: StatusArgs) -> Result<()> {
-    let run = Run::open(&RunArgs::dir(&args.run), Open::read())?;
+    let run = Run::open(
+        &RunArgs::dir(&args.run),
+        Open {
+            data: Some(&args.data),
+            ..Open::read()
+        },
+    )?;
     println!("run {}", run.root.display());
     match &run.cfg.data.root {
         Some(root) => {
