@@ -39,8 +39,9 @@ pub struct ReproduceArgs {
     /// Timed runs of the latency benchmark (sets `bench.repeats`).
     #[arg(long)]
     pub bench_repeats: Option<usize>,
-    /// Redo this stage (and so every stage below it) even if it is up to date; repeatable
-    /// (baseline, search, compressed, finetuned, bench, report).
+    /// Redo this stage even if it is up to date; repeatable (baseline, search,
+    /// compressed, finetuned, bench, report). The stages below it are redone when what
+    /// they consume from it changed.
     #[arg(long, value_name = "STAGE")]
     pub force: Vec<String>,
 }
