@@ -9,6 +9,8 @@ mod data_cmd;
 mod digest;
 mod doctor;
 mod eval_cmd;
+mod evaluate_cmd;
+mod export;
 mod graph;
 mod guard;
 mod info;
@@ -71,6 +73,12 @@ enum Command {
     Predict(predict::PredictArgs),
     /// Per-layer kept widths, parameters and MACs of a stage's model.
     Info(info::InfoArgs),
+    /// A stage's model as a TorchScript module (or a Triton model repository), checked
+    /// against slimseg's own forward pass.
+    Export(export::ExportArgs),
+    /// Score a folder of predicted label volumes against ground truth (Dice, IoU, HD95,
+    /// TP/FP/FN per case and class; nnU-Net-like summary.json).
+    Evaluate(evaluate_cmd::EvaluateArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -101,5 +109,7 @@ fn main() -> anyhow::Result<()> {
         Command::Eval(a) => eval_cmd::cmd(a),
         Command::Predict(a) => predict::predict_cmd(a),
         Command::Info(a) => info::info_cmd(a),
+        Command::Export(a) => export::cmd(a),
+        Command::Evaluate(a) => evaluate_cmd::cmd(a),
     }
 }

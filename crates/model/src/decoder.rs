@@ -62,11 +62,12 @@ impl DecoderCup {
     /// # Shapes
     /// `hidden [B, N, C]`, skips deepest first -> `[B, decoder_channels[3], S, S]`
     pub fn forward_t(&self, hidden: &Tensor, skips: &[Tensor], train: bool) -> Tensor {
-        let (b, _, c) = hidden.size3().expect("3-d hidden states");
+        // Batch as -1: a traced module takes any batch.
+        let (_, _, c) = hidden.size3().expect("3-d hidden states");
         let x = hidden
             .permute([0, 2, 1])
             .contiguous()
-            .view([b, c, self.grid, self.grid]);
+            .view([-1, c, self.grid, self.grid]);
         let mut x = self.conv_more.forward_t(&x, train);
         for (i, blk) in self.blocks.iter().enumerate() {
             x = upsample2(&x);

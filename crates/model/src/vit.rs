@@ -74,11 +74,13 @@ impl HeadPadding {
 
     /// `[B, N, sum w_h]` -> `[B, N, heads, width]` with zeros in the padding.
     fn pad(&self, t: &Tensor) -> Tensor {
-        let (b, n, _) = t.size3().expect("3-d q/k/v");
-        let zero = Tensor::zeros([b, n, 1], (t.kind(), t.device()));
+        // The batch size stays symbolic (-1, zeros_like), so that a traced module takes
+        // any batch.
+        let (_, n, _) = t.size3().expect("3-d q/k/v");
+        let zero = t.narrow(2, 0, 1).zeros_like();
         Tensor::cat(&[t, &zero], 2)
             .index_select(2, &self.gather.to_device(t.device()))
-            .view([b, n, self.heads, self.width])
+            .view([-1, n, self.heads, self.width])
     }
 
     /// `[B, N, heads * width]` -> `[B, N, sum w_h]`.
@@ -111,7 +113,7 @@ impl Attention {
         key_w: Option<&Tensor>,
         train: bool,
     ) -> Tensor {
-        let (b, n, h, d) = q.size4().expect("4-d q");
+        let (_, n, h, d) = q.size4().expect("4-d q");
         let q = q.permute([0, 2, 1, 3]);
         let k = k.permute([0, 2, 3, 1]);
         let v = v.permute([0, 2, 1, 3]);
@@ -125,7 +127,7 @@ impl Attention {
             .matmul(&v)
             .permute([0, 2, 1, 3])
             .contiguous()
-            .view([b, n, h * d])
+            .view([-1, n, h * d])
     }
 
     /// # Shapes
@@ -138,7 +140,7 @@ impl Attention {
         key_w: Option<&Tensor>,
         train: bool,
     ) -> Tensor {
-        let (b, n, _) = xs.size3().expect("3-d tokens");
+        let (_, n, _) = xs.size3().expect("3-d tokens");
         let (q, k, v) = (
             self.query.forward(xs),
             self.key.forward(xs),
@@ -161,8 +163,8 @@ impl Attention {
                     // Gates exist only on the full-width model, where every head is active,
                     // so `z [heads, head_dim]` broadcasts over `[B, N, heads, head_dim]`.
                     let gated = |t: Tensor| match gate {
-                        Some(z) => t.view([b, n, h, d]) * z,
-                        None => t.view([b, n, h, d]),
+                        Some(z) => t.view([-1, n, h, d]) * z,
+                        None => t.view([-1, n, h, d]),
                     };
                     self.heads_attention(&gated(q), &gated(k), &gated(v), key_w, train)
                 }
