@@ -1,0 +1,251 @@
+//! End-to-end tests of deployment through the `slimseg` binary: `export` (TorchScript and
+//! a Triton repository, loaded back with `tch::CModule`), folder and 4D `predict`, and
+//! `evaluate` of a predictions folder against ground truth.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{fails, json, ok, scratch, text, tiny_reproduce_args};
+use tch::{Device, Kind, Tensor};
+
+/// A finished scaled-down run in `dir/run`.
+fn finished_run(dir: &Path) -> PathBuf {
+    let run = dir.join("run");
+    let args = tiny_reproduce_args(run.to_str().unwrap());
+    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    run
+}
+
+#[test]
+fn exported_modules_give_slimseg_logits_at_any_batch_size() {
+    let dir = scratch("deploy-export");
+    let run = finished_run(&dir);
+    let r = run.to_str().unwrap();
+    let out = dir.join("ts");
+    let o = out.to_str().unwrap();
+    ok(&["export", "--run", r, "--stage", "compressed", "-o", o]);
+    let manifest = json(&out.join("manifest.json"));
+    assert_eq!(
+        manifest["input"]["shape"],
+        serde_json::json!([-1, 1, 96, 96])
+    );
+    assert_eq!(
+        manifest["output"]["shape"],
+        serde_json::json!([-1, 4, 96, 96])
+    );
+    let status = json(&run.join("compressed/stage.json"));
+    assert_eq!(manifest["fingerprint"], status["id"]);
+    assert_eq!(
+        manifest["classes"],
+        serde_json::json!(["BG", "RV", "MYO", "LV"])
+    );
+
+    // Loaded back here, at batch sizes other than the traced one.
+    let module = tch::CModule::load_on_device(out.join("model.pt"), Device::Cpu).unwrap();
+    let ours =
+        slimseg_compress::CompressedModel::load(run.join("compressed"), Device::Cpu).unwrap();
+    let _guard = tch::no_grad_guard();
+    for b in [1, 5] {
+        let x = Tensor::rand([b, 1, 96, 96], (Kind::Float, Device::Cpu));
+        let want = ours.model.forward_t(&x, false).unwrap().logits;
+        let got = module.forward_ts(&[&x]).unwrap();
+        assert_eq!(got.size(), want.size());
+        let diff = (&got - &want).abs().max().double_value(&[]);
+        assert!(diff <= 1e-5, "batch {b}: max |diff| {diff}");
+    }
+
+    // Not over an existing folder unless asked.
+    fails(
+        &["export", "--run", r, "--stage", "compressed", "-o", o],
+        &["exists", "--overwrite"],
+    );
+
+    // A Triton repository of the fine-tuned model.
+    let repo = dir.join("repo");
+    ok(&[
+        "export",
+        "--run",
+        r,
+        "-o",
+        repo.to_str().unwrap(),
+        "--format",
+        "triton",
+        "--name",
+        "heart",
+        "--max-batch",
+        "8",
+    ]);
+    assert!(repo.join("heart/1/model.pt").is_file());
+    let cfg = std::fs::read_to_string(repo.join("heart/config.pbtxt")).unwrap();
+    for needle in [
+        "name: \"heart\"",
+        "platform: \"pytorch_libtorch\"",
+        "max_batch_size: 8",
+        "name: \"INPUT__0\"",
+        "dims: [ 1, 96, 96 ]",
+        "name: \"OUTPUT__0\"",
+        "dims: [ 4, 96, 96 ]",
+        "TYPE_FP32",
+    ] {
+        assert!(cfg.contains(needle), "config.pbtxt lacks {needle}:\n{cfg}");
+    }
+
+    // A stage that is not up to date is not exported.
+    ok(&["compress", "--run", r, "--force", "--target-macs", "0.5"]);
+    fails(
+        &[
+            "export",
+            "--run",
+            r,
+            "-o",
+            dir.join("stale").to_str().unwrap(),
+        ],
+        &["finetuned stage is not complete and up to date"],
+    );
+    assert!(!dir.join("stale").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn folder_predict_then_evaluate_equals_the_stage_evaluation() {
+    let dir = scratch("deploy-folder");
+    let run = finished_run(&dir);
+    let r = run.to_str().unwrap();
+    let input = dir.join("in");
+    let gt = dir.join("gt");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::create_dir_all(&gt).unwrap();
+    let patient = run.join("data/testing/patient101");
+    for e in std::fs::read_dir(&patient).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if name.ends_with("_gt.nii.gz") {
+            std::fs::copy(&p, gt.join(&name)).unwrap();
+        } else if let Some(stem) = name.strip_suffix(".nii.gz") {
+            std::fs::copy(&p, input.join(format!("{stem}_0000.nii.gz"))).unwrap();
+        }
+    }
+    // A 4D cine volume from another cohort.
+    let other = dir.join("other");
+    ok(&[
+        "data",
+        "synth",
+        "--out",
+        other.to_str().unwrap(),
+        "--training",
+        "1",
+        "--testing",
+        "1",
+    ]);
+    let cine = other.join("testing/patient101/patient101_4d.nii.gz");
+    std::fs::copy(&cine, input.join("cine.nii.gz")).unwrap();
+
+    let out = dir.join("out");
+    let (i, o) = (input.to_str().unwrap(), out.to_str().unwrap());
+    let t = text(&ok(&["predict", "-i", i, "-o", o, "--run", r]));
+    assert!(t.contains("3 segmented, 0 skipped"), "{t}");
+    assert!(t.contains("model loaded once"), "{t}");
+    for f in [
+        "patient101_frame01.nii.gz",
+        "patient101_frame06.nii.gz",
+        "cine.nii.gz",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let cine_in = common::json_stdout(&["volume-info", "--json", cine.to_str().unwrap()]);
+    let cine_out = common::json_stdout(&[
+        "volume-info",
+        "--json",
+        out.join("cine.nii.gz").to_str().unwrap(),
+    ]);
+    assert_eq!(cine_in["shape"], cine_out["shape"]);
+    assert_eq!(cine_in["affine"], cine_out["affine"]);
+    assert_eq!(cine_out["datatype"], "uint8");
+    // Again: every output exists, nothing is redone.
+    let t = text(&ok(&["predict", "-i", i, "-o", o, "--run", r]));
+    assert!(t.contains("0 segmented, 3 skipped"), "{t}");
+
+    // evaluate: the 3D predictions score what the stage's eval.json says.
+    std::fs::remove_file(out.join("cine.nii.gz")).unwrap();
+    let summary = dir.join("summary.json");
+    ok(&[
+        "evaluate",
+        "--pred",
+        o,
+        "--gt",
+        gt.to_str().unwrap(),
+        "-o",
+        summary.to_str().unwrap(),
+    ]);
+    let s = json(&summary);
+    let e = json(&run.join("finetuned/eval.json"));
+    assert_eq!(s["metric_per_case"].as_array().unwrap().len(), 2);
+    assert_eq!(s["convention"]["name"], "transunet");
+    for (k, label) in ["1", "2", "3"].iter().enumerate() {
+        let a = s["mean"][label]["Dice"].as_f64().unwrap();
+        let b = e["mean_dice_per_class"][k].as_f64().unwrap();
+        assert!((a - b).abs() < 1e-12, "label {label}: {a} vs {b}");
+        let a = s["mean"][label]["HD95_mm"].as_f64().unwrap();
+        let b = e["mean_hd95_mm_per_class"][k].as_f64().unwrap();
+        assert!((a - b).abs() < 1e-12, "label {label}: HD95 {a} vs {b}");
+        let case = &s["metric_per_case"][0]["metrics"][label];
+        let (tp, fp, fn_) = (
+            case["TP"].as_f64().unwrap(),
+            case["FP"].as_f64().unwrap(),
+            case["FN"].as_f64().unwrap(),
+        );
+        if tp + fp + fn_ > 0.0 {
+            let iou = case["IoU"].as_f64().unwrap();
+            assert!((iou - tp / (tp + fp + fn_)).abs() < 1e-12);
+        }
+    }
+    assert!(s["foreground_mean"]["Dice"].is_number());
+
+    // A reference on another grid is an error naming both files.
+    let bad_gt = dir.join("bad-gt");
+    std::fs::create_dir_all(&bad_gt).unwrap();
+    std::fs::copy(
+        other.join("testing/patient101/patient101_frame01_gt.nii.gz"),
+        bad_gt.join("patient101_frame01_gt.nii.gz"),
+    )
+    .unwrap();
+    std::fs::copy(
+        gt.join("patient101_frame06_gt.nii.gz"),
+        bad_gt.join("patient101_frame06_gt.nii.gz"),
+    )
+    .unwrap();
+    fails(
+        &["evaluate", "--pred", o, "--gt", bad_gt.to_str().unwrap()],
+        &[
+            "out/patient101_frame01.nii.gz",
+            "bad-gt/patient101_frame01_gt.nii.gz",
+            "geometry differs",
+        ],
+    );
+    // A prediction without a reference.
+    std::fs::remove_file(bad_gt.join("patient101_frame01_gt.nii.gz")).unwrap();
+    fails(
+        &["evaluate", "--pred", o, "--gt", bad_gt.to_str().unwrap()],
+        &["patient101_frame01.nii.gz", "no reference"],
+    );
+    // Another channel of a multi-channel case is refused before anything runs.
+    std::fs::copy(
+        input.join("patient101_frame01_0000.nii.gz"),
+        input.join("patient101_frame01_0001.nii.gz"),
+    )
+    .unwrap();
+    fails(
+        &[
+            "predict",
+            "-i",
+            i,
+            "-o",
+            dir.join("o2").to_str().unwrap(),
+            "--run",
+            r,
+        ],
+        &["channel 0001", "one channel"],
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
