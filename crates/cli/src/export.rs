@@ -234,7 +234,7 @@ pub fn cmd(args: ExportArgs) -> Result<()> {
             );
         }
         let diff = (&theirs - &ours).abs().max().double_value(&[]);
-        if !(diff <= ROUNDTRIP_TOLERANCE) {
+        if diff.is_nan() || diff > ROUNDTRIP_TOLERANCE {
             bail!(
                 "the exported module differs from slimseg's model by {diff:.3e} (more than \
                  {ROUNDTRIP_TOLERANCE:.0e})"
