@@ -20,6 +20,7 @@ pub mod gates;
 pub mod infer;
 mod layers;
 pub mod pixel;
+pub mod pth;
 mod resnet;
 pub mod runtime;
 pub mod transunet;

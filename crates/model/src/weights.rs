@@ -156,10 +156,37 @@ pub fn load_safetensors(vs: &VarStore, path: impl AsRef<Path>) -> Result<()> {
 /// `gates.` (which official checkpoints lack) must be present.
 pub fn load_official_state_dict(vs: &VarStore, path: impl AsRef<Path>) -> Result<ImportReport> {
     let path = path.as_ref();
+    load_official_tensors(vs, path, read_safetensors(path)?)
+}
+
+/// Loads an official TransUNet checkpoint as `torch.save` writes it (`.pth`, read by
+/// [`crate::pth::read_pth`], no Python), with the rules of [`load_official_state_dict`].
+pub fn load_official_pth(vs: &VarStore, path: impl AsRef<Path>) -> Result<ImportReport> {
+    let path = path.as_ref();
+    let tensors = crate::pth::read_pth(path)?
+        .into_iter()
+        .map(|(n, t)| {
+            let t = if t.is_floating_point() {
+                t.to_kind(tch::Kind::Float)
+            } else {
+                t
+            };
+            (n, t)
+        })
+        .collect();
+    load_official_tensors(vs, path, tensors)
+}
+
+/// The checks and copies of [`load_official_state_dict`] on tensors read from `path`.
+fn load_official_tensors(
+    vs: &VarStore,
+    path: &Path,
+    tensors: Vec<(String, Tensor)>,
+) -> Result<ImportReport> {
     let vars = vs.variables();
     let mut report = ImportReport::default();
     let mut file = BTreeMap::new();
-    for (name, t) in read_safetensors(path)? {
+    for (name, t) in tensors {
         let key = name.strip_prefix("module.").unwrap_or(&name).to_string();
         if key.ends_with(".num_batches_tracked") {
             report
