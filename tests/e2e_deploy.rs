@@ -249,3 +249,114 @@ fn folder_predict_then_evaluate_equals_the_stage_evaluation() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn an_official_checkpoint_becomes_the_baseline_and_bad_ones_are_refused() {
+    let dir = scratch("deploy-import");
+    let fixtures = common::workspace().join("tests/fixtures/transunet-micro");
+    let config = fixtures.join("config.toml");
+    let (pth, nested) = (
+        fixtures.join("micro.pth"),
+        fixtures.join("micro-nested.pth"),
+    );
+    let run = dir.join("run");
+    let r = run.to_str().unwrap();
+    let t = text(&ok(&[
+        "import",
+        "--transunet",
+        pth.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--run",
+        r,
+        "--synth-train",
+        "2",
+        "--synth-val",
+        "1",
+        "--synth-test",
+        "1",
+    ]));
+    assert!(t.contains("imported 123 tensors"), "{t}");
+    // The baseline holds exactly the checkpoint's values.
+    let saved: std::collections::HashMap<String, Tensor> =
+        Tensor::read_safetensors(run.join("baseline/best.safetensors"))
+            .unwrap()
+            .into_iter()
+            .collect();
+    for (name, t) in slimseg_model::pth::read_pth(&pth).unwrap() {
+        assert!(saved[&name].equal(&t), "{name} differs");
+    }
+    assert!(run.join("baseline/eval.json").is_file());
+    // The rest of the pipeline runs on it.
+    ok(&["search", "--run", r]);
+    ok(&["compress", "--run", r]);
+    let before = common::tree(&run.join("baseline"));
+
+    // Refused files: each error names the file, and the baseline stays as it was.
+    let junk = dir.join("junk.pth");
+    std::fs::write(&junk, b"definitely not a zip").unwrap();
+    let bytes = std::fs::read(&pth).unwrap();
+    let cut = dir.join("cut.pth");
+    std::fs::write(&cut, &bytes[..bytes.len() / 3]).unwrap();
+    let unknown = fixtures.join("micro-unknown-nesting.pth");
+    for (file, needle) in [
+        (&junk, "not a PyTorch zip checkpoint"),
+        (&cut, "cut.pth"),
+        (&unknown, "no state_dict"),
+    ] {
+        fails(
+            &[
+                "import",
+                "--transunet",
+                file.to_str().unwrap(),
+                "--run",
+                r,
+                "--force",
+            ],
+            &[file.file_name().unwrap().to_str().unwrap(), needle],
+        );
+        assert_eq!(common::tree(&run.join("baseline")), before);
+    }
+    // A checkpoint of another preset: every name and shape is checked first.
+    let tiny = dir.join("tiny-run");
+    fails(
+        &[
+            "import",
+            "--transunet",
+            pth.to_str().unwrap(),
+            "--config",
+            common::tiny_config().to_str().unwrap(),
+            "--run",
+            tiny.to_str().unwrap(),
+            "--synth-train",
+            "2",
+            "--synth-val",
+            "1",
+            "--synth-test",
+            "1",
+        ],
+        &["micro.pth", "missing tensors"],
+    );
+    assert!(!tiny.join("baseline/best.safetensors").exists());
+
+    // The same weights inside a checkpoint dict, with DataParallel's prefix: the baseline
+    // is redone from the new file, its weights are the same, so the search stays done.
+    ok(&[
+        "import",
+        "--transunet",
+        nested.to_str().unwrap(),
+        "--run",
+        r,
+        "--force",
+    ]);
+    let s = text(&ok(&["status", "--run", r]));
+    let line = |stage: &str| {
+        s.lines()
+            .find(|l| l.starts_with(&format!("{stage} ")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(line("baseline").contains(" done "), "{s}");
+    assert!(line("search").contains(" done "), "{s}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

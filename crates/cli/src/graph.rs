@@ -63,6 +63,8 @@ pub struct StageDef {
     pub reads: &'static [&'static str],
     /// Whether it reads the dataset.
     pub data: bool,
+    /// Configuration keys naming external files it reads, identified by content.
+    pub files: &'static [&'static str],
     /// Upstream files it consumes.
     pub upstream: &'static [Upstream],
     /// Main files it produces (its record digests every file of its folder).
@@ -95,8 +97,9 @@ pub static GRAPH: [StageDef; 6] = [
         about: "the full model trained without gates",
         reads: &["model", "data", "train"],
         data: true,
+        files: &["train.pretrained", "train.import"],
         upstream: &[],
-        produces: &["best.safetensors", "log.csv", "eval.json"],
+        produces: &["best.safetensors", "eval.json"],
         make: stages::baseline::make,
     },
     StageDef {
@@ -105,6 +108,7 @@ pub static GRAPH: [StageDef; 6] = [
         about: "soft gates trained from the baseline weights",
         reads: &["model", "data", "train", "search"],
         data: true,
+        files: &[],
         upstream: &[up("baseline", &["best.safetensors"])],
         produces: &["weights.safetensors", "gates_end.json", "eval.json"],
         make: stages::search::make,
@@ -115,6 +119,7 @@ pub static GRAPH: [StageDef; 6] = [
         about: "the subnet of the budget, sliced from the searched weights",
         reads: &["model", "data", "select"],
         data: true,
+        files: &[],
         upstream: &[up("search", &["weights.safetensors", "gates_end.json"])],
         produces: &[
             "model.toml",
@@ -137,6 +142,7 @@ pub static GRAPH: [StageDef; 6] = [
             "finetune",
         ],
         data: true,
+        files: &[],
         upstream: &[up("compressed", &["model.toml", "weights.safetensors"])],
         produces: &["model/model.toml", "model/weights.safetensors", "eval.json"],
         make: stages::finetune::make,
@@ -147,6 +153,7 @@ pub static GRAPH: [StageDef; 6] = [
         about: "each model's forward latency",
         reads: &["model", "bench", "device", "threads"],
         data: false,
+        files: &[],
         upstream: &[
             up("baseline", &["best.safetensors"]),
             up("search", &["weights.safetensors"]),
@@ -165,6 +172,7 @@ pub static GRAPH: [StageDef; 6] = [
         about: "Markdown, JSON and figures",
         reads: &[],
         data: true,
+        files: &[],
         upstream: &[
             optional("baseline"),
             optional("search"),
@@ -194,7 +202,8 @@ pub struct Fingerprint {
     pub upstream: BTreeMap<String, BTreeMap<String, String>>,
     /// The dataset's identity, for stages that read it.
     pub data: Option<DataIdentity>,
-    /// Digests of external files it read, by configuration key (`train.pretrained`).
+    /// Digests of external files it read, by configuration key (`train.pretrained`,
+    /// `train.import`).
     pub files: BTreeMap<String, String>,
 }
 
@@ -372,6 +381,7 @@ fn config_values(run: &Run, d: &StageDef) -> Result<BTreeMap<String, String>> {
     let skip = [
         "data.root",
         "train.pretrained",
+        "train.import",
         "train.device",
         "train.threads",
         "train.progress",
@@ -460,12 +470,16 @@ fn expected(
         return Ok(Err(blocked));
     }
     let mut files = BTreeMap::new();
-    if d.reads.contains(&"train") {
-        if let Some(p) = &run.cfg.train.pretrained {
+    for &key in d.files {
+        let path = match key {
+            "train.pretrained" => &run.cfg.train.pretrained,
+            "train.import" => &run.cfg.train.import,
+            other => bail!("the graph names an unknown file key {other}"),
+        };
+        if let Some(p) = path {
             files.insert(
-                "train.pretrained".to_string(),
-                digest::of_file(p)
-                    .with_context(|| "the pretrained checkpoint (train.pretrained)")?,
+                key.to_string(),
+                digest::of_file(p).with_context(|| format!("the checkpoint of {key}"))?,
             );
         }
     }

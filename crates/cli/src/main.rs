@@ -49,6 +49,9 @@ enum Command {
     VolumeInfo(data_cmd::VolumeInfoArgs),
     /// Train the baseline (full model, no gates) into RUN/baseline.
     Train(stages::baseline::TrainArgs),
+    /// Make the baseline from an official TransUNet checkpoint (.pth, no Python needed)
+    /// instead of training it (RUN/baseline).
+    Import(stages::baseline::ImportArgs),
     /// Search: soft gates trained from the baseline weights (RUN/search).
     Search(stages::search::SearchArgs),
     /// Choose the subnet of the budget from the search's gates and slice the searched
@@ -99,6 +102,7 @@ fn main() -> anyhow::Result<()> {
         Command::Data(command) => data_cmd::run(command),
         Command::VolumeInfo(args) => data_cmd::volume_info(args),
         Command::Train(a) => stages::baseline::cmd(a),
+        Command::Import(a) => stages::baseline::import_cmd(a),
         Command::Search(a) => stages::search::cmd(a),
         Command::Compress(a) => stages::compress::cmd(a),
         Command::Finetune(a) => stages::finetune::cmd(a),

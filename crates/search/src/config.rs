@@ -128,6 +128,10 @@ pub struct TrainConfig {
     /// the `[model]` widths must match the file. Baseline only: the search and the
     /// fine-tuning start from trained weights. Default none (random initialisation).
     pub pretrained: Option<PathBuf>,
+    /// A trained TransUNet checkpoint (`.pth` as `torch.save` writes the official
+    /// trainer's `state_dict`, or safetensors with the official names) that *is* the
+    /// baseline: it is imported instead of trained. Default none.
+    pub import: Option<PathBuf>,
 }
 
 impl Default for TrainConfig {
@@ -152,6 +156,7 @@ impl Default for TrainConfig {
             threads: 0,
             progress: true,
             pretrained: None,
+            import: None,
         }
     }
 }
@@ -527,6 +532,7 @@ impl RunConfig {
         let mut c = self.clone();
         c.data.root = None;
         c.train.pretrained = None;
+        c.train.import = None;
         c.bench = BenchConfig::default();
         c.train.device = DeviceChoice::Auto;
         c.train.threads = 0;

@@ -1,10 +1,12 @@
-//! `train`: the baseline, the full model trained without gates, into `RUN/baseline`.
+//! `train`: the baseline, the full model trained without gates, into `RUN/baseline`; or
+//! `import`: the baseline taken from an official TransUNet checkpoint (`train.import`).
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use clap::Args;
-use slimseg_search::stages::run_baseline;
+use slimseg_model::weights::{load_official_pth, load_official_state_dict, save_safetensors};
+use slimseg_search::stages::{Network, run_baseline};
 
 use super::{EVAL_FILE, StageArgs, StopArgs, eval_test, incomplete, make_one, train_options};
 use crate::graph::Ctx;
@@ -40,10 +42,94 @@ pub fn cmd(a: TrainArgs) -> Result<()> {
     make_one(&run, "baseline", a.stage.force, a.stop.stop_after)
 }
 
-/// Trains the baseline into `dir` (resuming its checkpoints) and evaluates its best
-/// weights on the test set.
+/// Options of `import`.
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub stage: StageArgs,
+    /// An official TransUNet checkpoint: `.pth` as `torch.save(model.state_dict())`
+    /// writes it (read without Python; a `module.` prefix and a dict holding the
+    /// state_dict under `state_dict`, `model`, `model_state_dict` or `net` are accepted),
+    /// or safetensors with the official names. It becomes the run's baseline
+    /// (`train.import`).
+    #[arg(long, value_name = "CKPT")]
+    pub transunet: PathBuf,
+    #[command(flatten)]
+    pub synth: SynthSize,
+}
+
+/// `import`.
+pub fn import_cmd(a: ImportArgs) -> Result<()> {
+    if !a.transunet.is_file() {
+        bail!("{}: no such file", a.transunet.display());
+    }
+    let mut run = Run::open(
+        &a.stage.run,
+        Open {
+            data: Some(&a.stage.data),
+            synth: Some(&a.synth),
+            reads_data: true,
+            ..Open::write()
+        },
+    )?;
+    run.cfg.train.import = Some(crate::run::absolute(&a.transunet)?);
+    make_one(&run, "baseline", a.stage.force, None)
+}
+
+/// Imports the checkpoint of `train.import` into `dir` (names and shapes checked before
+/// anything is written) and evaluates it on the test set.
+fn import(ctx: &mut Ctx<'_>, dir: &Path, ckpt: &Path) -> Result<()> {
+    let run = ctx.run;
+    let net = Network::new(&run.cfg.model, run.device()?, run.cfg.train.seed)?;
+    let safetensors = ckpt.extension().is_some_and(|e| e == "safetensors");
+    let report = if safetensors {
+        load_official_state_dict(&net.vs, ckpt)
+    } else {
+        load_official_pth(&net.vs, ckpt)
+    }
+    .with_context(|| {
+        format!(
+            "{} does not fit the run's [model] (or is not a TransUNet checkpoint)",
+            ckpt.display()
+        )
+    })?;
+    eprintln!(
+        "[baseline] imported {} tensors from {}{}",
+        report.loaded.len(),
+        ckpt.display(),
+        if report.not_in_file.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({} model tensors not in the file keep their initialisation)",
+                report.not_in_file.len()
+            )
+        }
+    );
+    for f in ["best.safetensors", "weights.safetensors"] {
+        save_safetensors(&net.vs, dir.join(f))?;
+    }
+    let cohort = ctx.cohort()?;
+    let rep = eval_test(run, &net.model, &cohort.test)?;
+    write_json(&dir.join(EVAL_FILE), &rep)?;
+    write_json(
+        &dir.join("import.json"),
+        &serde_json::json!({
+            "checkpoint": ckpt,
+            "loaded": report.loaded.len(),
+            "not_in_file": report.not_in_file,
+            "ignored": report.ignored,
+        }),
+    )
+}
+
+/// Trains the baseline into `dir` (resuming its checkpoints), or imports it when
+/// `train.import` is set, and evaluates its best weights on the test set.
 pub fn make(ctx: &mut Ctx<'_>, dir: &Path) -> Result<()> {
     let run = ctx.run;
+    if let Some(ckpt) = run.cfg.train.import.clone() {
+        return import(ctx, dir, &ckpt);
+    }
     let opts = train_options(ctx);
     let stop = ctx.stop_after;
     let cohort = ctx.cohort()?;
