@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """Convert an official TransUNet PyTorch checkpoint (.pth) to safetensors for slimseg.
 
+`slimseg import --transunet CKPT.pth --run RUN` reads such files directly, without
+Python; this script remains for other tools that want safetensors.
+
 The official code (github.com/Beckschen/TransUNet) saves `model.state_dict()`, possibly
 of an `nn.DataParallel` wrapper (keys prefixed `module.`). slimseg's model uses the same
 variable names, so the conversion only unwraps the dictionary and writes the tensors:

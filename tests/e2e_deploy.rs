@@ -4,18 +4,8 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
-use common::{fails, json, ok, scratch, text, tiny_reproduce_args};
+use common::{fails, finished_run, json, ok, scratch, text};
 use tch::{Device, Kind, Tensor};
-
-/// A finished scaled-down run in `dir/run`.
-fn finished_run(dir: &Path) -> PathBuf {
-    let run = dir.join("run");
-    let args = tiny_reproduce_args(run.to_str().unwrap());
-    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    run
-}
 
 #[test]
 fn exported_modules_give_slimseg_logits_at_any_batch_size() {
@@ -128,16 +118,7 @@ fn folder_predict_then_evaluate_equals_the_stage_evaluation() {
     }
     // A 4D cine volume from another cohort.
     let other = dir.join("other");
-    ok(&[
-        "data",
-        "synth",
-        "--out",
-        other.to_str().unwrap(),
-        "--training",
-        "1",
-        "--testing",
-        "1",
-    ]);
+    common::synth_cohort(&other, 1234);
     let cine = other.join("testing/patient101/patient101_4d.nii.gz");
     std::fs::copy(&cine, input.join("cine.nii.gz")).unwrap();
 

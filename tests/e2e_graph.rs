@@ -10,17 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{
-    BIN, Killed, fails, json, ok, scratch, text, tiny_reproduce_args, tiny_train_args, tree,
-};
-
-/// A finished scaled-down run in `dir/run`.
-fn finished_run(dir: &Path) -> std::path::PathBuf {
-    let run = dir.join("run");
-    let args = tiny_reproduce_args(run.to_str().unwrap());
-    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    run
-}
+use common::{BIN, Killed, fails, finished_run, json, ok, scratch, text, tiny_train_args, tree};
 
 fn status(run: &str) -> String {
     text(&ok(&["status", "--run", run]))
@@ -104,18 +94,7 @@ fn side_results_never_replace_the_run_results() {
     let run = finished_run(&dir);
     let r = run.to_str().unwrap();
     let other = dir.join("other");
-    ok(&[
-        "data",
-        "synth",
-        "--out",
-        other.to_str().unwrap(),
-        "--training",
-        "1",
-        "--testing",
-        "1",
-        "--seed",
-        "99",
-    ]);
+    common::synth_cohort(&other, 99);
     let own_eval = std::fs::read(run.join("finetuned/eval.json")).unwrap();
     let own_latency = std::fs::read(run.join("bench/latency.json")).unwrap();
     let report = std::fs::read(run.join("report/report.md")).unwrap();

@@ -146,3 +146,29 @@ pub fn tree(dir: &Path) -> std::collections::BTreeMap<PathBuf, (usize, u64)> {
     walk(dir, dir, &mut out);
     out
 }
+
+/// A finished scaled-down run (see [`tiny_reproduce_args`]) in `dir/run`.
+pub fn finished_run(dir: &Path) -> PathBuf {
+    let run = dir.join("run");
+    let args = tiny_reproduce_args(run.to_str().unwrap());
+    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    run
+}
+
+/// A synthetic cohort of one training and one test patient (with 4D cine files) in
+/// `out`, from `seed`.
+pub fn synth_cohort(out: &Path, seed: u64) {
+    let seed = seed.to_string();
+    ok(&[
+        "data",
+        "synth",
+        "--out",
+        out.to_str().unwrap(),
+        "--training",
+        "1",
+        "--testing",
+        "1",
+        "--seed",
+        &seed,
+    ]);
+}
