@@ -319,6 +319,29 @@ fn an_official_checkpoint_becomes_the_baseline_and_bad_ones_are_refused() {
         &["micro.pth", "missing tensors"],
     );
     assert!(!tiny.join("baseline/best.safetensors").exists());
+    // Same names, other shapes.
+    let narrow = dir.join("narrow-run");
+    fails(
+        &[
+            "import",
+            "--transunet",
+            pth.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "--set",
+            "model.mlp_dim=48",
+            "--run",
+            narrow.to_str().unwrap(),
+            "--synth-train",
+            "2",
+            "--synth-val",
+            "1",
+            "--synth-test",
+            "1",
+        ],
+        &["micro.pth", "shape mismatch", "fc1"],
+    );
+    assert!(!narrow.join("baseline/best.safetensors").exists());
 
     // The same weights inside a checkpoint dict, with DataParallel's prefix: the baseline
     // is redone from the new file, its weights are the same, so the search stays done.

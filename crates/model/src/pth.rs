@@ -602,6 +602,35 @@ mod tests {
             e.contains("not a PyTorch zip checkpoint") && e.contains("junk.pth"),
             "{e}"
         );
+        // A zip whose pickle is not one torch.save writes, or names a missing storage.
+        let zipped = |name: &str, pkl: &[u8]| {
+            let p = dir.join(name);
+            let mut w = zip::ZipWriter::new(std::fs::File::create(&p).unwrap());
+            w.start_file("archive/data.pkl", zip::write::FileOptions::default())
+                .unwrap();
+            std::io::Write::write_all(&mut w, pkl).unwrap();
+            w.finish().unwrap();
+            p
+        };
+        let e = read_pth(zipped("op.pth", b"\x80\x02\xff"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unsupported pickle opcode 0xff"), "{e}");
+        let e = read_pth(zipped("empty.pth", b"\x80\x02"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ends inside an instruction"), "{e}");
+        // {"w": _rebuild_tensor_v2(storage "0" (float, 4), 0, (2,), (1,), False, {})}
+        let pkl = b"\x80\x02}X\x01\x00\x00\x00wctorch._utils\n_rebuild_tensor_v2\n(\
+                    (X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000\
+                    X\x03\x00\x00\x00cpuK\x04tQK\x00K\x02\x85K\x01\x85\x89}tRs.";
+        let e = read_pth(zipped("nostorage.pth", pkl))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("archive/data/0") && e.contains("storage of w"),
+            "{e}"
+        );
         let bytes = std::fs::read(fixture("micro.pth")).unwrap();
         let cut = dir.join("cut.pth");
         std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
