@@ -52,8 +52,13 @@ pub enum CostScope {
 }
 
 /// What to keep.
+///
+/// In TOML: `{ kind = "per-dimension", attn = .., mlp = .., token = .. }`, or a
+/// whole-model budget `{ kind = "model", metric = "macs", keep = 0.7 }`, or both limits
+/// at once `{ kind = "model", params = 0.7, macs = 0.7 }` (either alone is the same as
+/// `metric` + `keep`); `scope` (`model` or `transformer`) is optional.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(try_from = "RawBudget", into = "RawBudget")]
 pub enum Budget {
     /// Keep these fractions of each dimension's gates, pooled over layers (ViT-Slim).
     PerDimension {
@@ -71,9 +76,120 @@ pub enum Budget {
         /// Fraction of the full cost kept, in (0, 1].
         keep: f64,
         /// Whole model (default) or the transformer blocks only.
+        scope: CostScope,
+    },
+    /// Keep at most these fractions of the parameters and of the MACs, both met by one
+    /// global ranking of the gates.
+    Joint {
+        /// Fraction of the full parameter count kept, in (0, 1].
+        params: f64,
+        /// Fraction of the full MACs kept, in (0, 1].
+        macs: f64,
+        /// Whole model (default) or the transformer blocks only.
+        scope: CostScope,
+    },
+}
+
+/// The TOML form of [`Budget`].
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+enum RawBudget {
+    PerDimension {
+        attn: f64,
+        mlp: f64,
+        token: f64,
+    },
+    Model {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        metric: Option<CostMetric>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        keep: Option<f64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        params: Option<f64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        macs: Option<f64>,
         #[serde(default)]
         scope: CostScope,
     },
+}
+
+impl TryFrom<RawBudget> for Budget {
+    type Error = String;
+
+    fn try_from(r: RawBudget) -> std::result::Result<Self, String> {
+        Ok(match r {
+            RawBudget::PerDimension { attn, mlp, token } => {
+                Budget::PerDimension { attn, mlp, token }
+            }
+            RawBudget::Model {
+                metric,
+                keep,
+                params,
+                macs,
+                scope,
+            } => match (metric, keep, params, macs) {
+                (Some(metric), Some(keep), None, None) => Budget::Model {
+                    metric,
+                    keep,
+                    scope,
+                },
+                (None, None, Some(p), Some(m)) => Budget::Joint {
+                    params: p,
+                    macs: m,
+                    scope,
+                },
+                (None, None, Some(keep), None) => Budget::Model {
+                    metric: CostMetric::Params,
+                    keep,
+                    scope,
+                },
+                (None, None, None, Some(keep)) => Budget::Model {
+                    metric: CostMetric::Macs,
+                    keep,
+                    scope,
+                },
+                _ => {
+                    return Err(
+                        "a model budget is `metric` with `keep`, or `params` and/or \
+                                `macs` fractions (not both forms)"
+                            .into(),
+                    );
+                }
+            },
+        })
+    }
+}
+
+impl From<Budget> for RawBudget {
+    fn from(b: Budget) -> Self {
+        match b {
+            Budget::PerDimension { attn, mlp, token } => {
+                RawBudget::PerDimension { attn, mlp, token }
+            }
+            Budget::Model {
+                metric,
+                keep,
+                scope,
+            } => RawBudget::Model {
+                metric: Some(metric),
+                keep: Some(keep),
+                params: None,
+                macs: None,
+                scope,
+            },
+            Budget::Joint {
+                params,
+                macs,
+                scope,
+            } => RawBudget::Model {
+                metric: None,
+                keep: None,
+                params: Some(params),
+                macs: Some(macs),
+                scope,
+            },
+        }
+    }
 }
 
 /// Per-layer minimum kept sizes; 0 allows that dimension of a layer to vanish.
@@ -141,6 +257,10 @@ impl SelectConfig {
                 fraction("select.budget.token", token, true)
             }
             Budget::Model { keep, .. } => fraction("select.budget.keep", keep, false),
+            Budget::Joint { params, macs, .. } => {
+                fraction("select.budget.params", params, false)?;
+                fraction("select.budget.macs", macs, false)
+            }
         }
     }
 }
@@ -616,33 +736,55 @@ fn select_model(
     cfg: &ModelConfig,
     s: &Scores,
     floors: Floors,
-    metric: CostMetric,
-    keep_frac: f64,
+    limits: &[(CostMetric, f64)],
     scope: CostScope,
 ) -> Result<Keep> {
-    let full_cost = full_cost(cfg, metric, scope)?;
     let full_w = LayerWidth {
         attn: cfg.hidden,
         mlp: cfg.mlp_dim,
         tokens: cfg.num_tokens(),
     };
-    let block_full = layer_cost(cfg, full_w, metric);
-    let fixed = full_cost - block_full * cfg.layers as u64;
-    let target = (keep_frac * full_cost as f64).floor() as u64;
+    struct Limit {
+        metric: CostMetric,
+        keep: f64,
+        full: u64,
+        target: u64,
+        cost: u64,
+    }
+    let mut lim: Vec<Limit> = limits
+        .iter()
+        .map(|&(metric, keep)| {
+            let full = full_cost(cfg, metric, scope)?;
+            Ok(Limit {
+                metric,
+                keep,
+                full,
+                target: (keep * full as f64).floor() as u64,
+                cost: full,
+            })
+        })
+        .collect::<Result<_>>()?;
 
     let mut widths = vec![full_w; s.layers];
     let mut keep = Keep::new(s, true);
-    let mut cost = full_cost;
 
-    // One global ranking: magnitude per unit of controlled cost, least important first.
+    // One global ranking: magnitude per unit of controlled cost (each limit's cost as a
+    // share of its full cost, summed), least important first.
     let mut ranked: Vec<(f64, Gate)> = s
         .attn_gates()
         .into_iter()
         .chain(s.mlp_gates())
         .chain(s.token_gates())
         .filter_map(|g| {
-            let c = marginal_cost(cfg, full_w, g, metric);
-            (c > 0).then(|| (s.score(g) / c as f64, g))
+            // One limit: its cost itself (the ranking of a single-metric budget).
+            let c: f64 = match lim.as_slice() {
+                [l] => marginal_cost(cfg, full_w, g, l.metric) as f64,
+                _ => lim
+                    .iter()
+                    .map(|l| marginal_cost(cfg, full_w, g, l.metric) as f64 / l.full.max(1) as f64)
+                    .sum(),
+            };
+            (c > 0.0).then(|| (s.score(g) / c, g))
         })
         .collect();
     // Ties: deeper layers first, so a token leaves layer l+1 before layer l.
@@ -654,8 +796,15 @@ fn select_model(
         Gate::Token { .. } => w.tokens > floors.tokens,
     };
     for &(_, g) in &ranked {
-        if cost <= target {
+        if lim.iter().all(|l| l.cost <= l.target) {
             break;
+        }
+        // A gate that lowers none of the costs still above their limit stays.
+        if lim
+            .iter()
+            .all(|l| l.cost <= l.target || marginal_cost(cfg, full_w, g, l.metric) == 0)
+        {
+            continue;
         }
         let l = g.layer();
         if !floor_ok(&widths[l], g) {
@@ -666,40 +815,87 @@ fn select_model(
                 continue; // would break monotonicity
             }
         }
-        let before = layer_cost(cfg, widths[l], metric);
+        let before = widths[l];
         match g {
             Gate::Attn { .. } => widths[l].attn -= 1,
             Gate::Mlp { .. } => widths[l].mlp -= 1,
             Gate::Token { .. } => widths[l].tokens -= 1,
         }
-        let after = layer_cost(cfg, widths[l], metric);
-        cost = cost - before + after;
+        for x in &mut lim {
+            x.cost =
+                x.cost - layer_cost(cfg, before, x.metric) + layer_cost(cfg, widths[l], x.metric);
+        }
         keep.set(g, false);
     }
-    debug_assert_eq!(
-        cost,
-        fixed
-            + widths
-                .iter()
-                .map(|&w| layer_cost(cfg, w, metric))
-                .sum::<u64>()
-    );
-    if cost > target {
-        let name = match (metric, scope) {
+    if lim.iter().any(|l| l.cost > l.target) {
+        let name = |m: CostMetric| match (m, scope) {
             (CostMetric::Params, CostScope::Model) => "model parameters",
             (CostMetric::Macs, CostScope::Model) => "model MACs",
             (CostMetric::Params, CostScope::Transformer) => "transformer parameters",
             (CostMetric::Macs, CostScope::Transformer) => "transformer MACs",
         };
+        let asked: Vec<String> = lim
+            .iter()
+            .map(|l| {
+                format!(
+                    "{} of the {} ({} of {})",
+                    l.keep,
+                    name(l.metric),
+                    l.target,
+                    l.full
+                )
+            })
+            .collect();
+        // What the smallest subnet under the floors keeps, limit by limit.
+        let smallest = smallest_costs(cfg, floors, scope)?;
+        let reach: Vec<String> = lim
+            .iter()
+            .map(|l| {
+                let f = smallest[usize::from(l.metric == CostMetric::Macs)] as f64 / l.full as f64;
+                format!("{} {f:.4}..=1", name(l.metric))
+            })
+            .collect();
         return Err(Error::Budget(format!(
-            "keeping {keep_frac} of the {name} ({target} of {full_cost}) is not reachable: with \
-             floors {floors:?} the smallest subnet keeps {cost} {name} ({:.4}); reachable \
-             fractions are {:.4}..=1",
-            cost as f64 / full_cost as f64,
-            cost as f64 / full_cost as f64,
+            "keeping {} is not reachable: with floors {floors:?} the ranking stops at {}; \
+             reachable fractions are {}",
+            asked.join(" and "),
+            lim.iter()
+                .map(|l| format!(
+                    "{:.4} of the {}",
+                    l.cost as f64 / l.full as f64,
+                    name(l.metric)
+                ))
+                .collect::<Vec<_>>()
+                .join(" and "),
+            reach.join(", ")
         )));
     }
     Ok(keep)
+}
+
+/// Parameters and MACs (in `scope`) of the smallest subnet the floors allow.
+fn smallest_costs(cfg: &ModelConfig, floors: Floors, scope: CostScope) -> Result<[u64; 2]> {
+    let full_cost_of = |metric| full_cost(cfg, metric, scope);
+    let full_w = LayerWidth {
+        attn: cfg.hidden,
+        mlp: cfg.mlp_dim,
+        tokens: cfg.num_tokens(),
+    };
+    let min_w = LayerWidth {
+        attn: floors.attn_dims.min(cfg.hidden),
+        mlp: floors.mlp_units.min(cfg.mlp_dim),
+        tokens: floors.tokens.clamp(1, cfg.num_tokens()),
+    };
+    let mut out = [0u64; 2];
+    for (i, metric) in [CostMetric::Params, CostMetric::Macs]
+        .into_iter()
+        .enumerate()
+    {
+        let full = full_cost_of(metric)?;
+        let per_block = layer_cost(cfg, full_w, metric) - layer_cost(cfg, min_w, metric);
+        out[i] = full - per_block * cfg.layers as u64;
+    }
+    Ok(out)
 }
 
 /// Selects the subnet that `config` asks for from the soft gate values of a searched
@@ -726,7 +922,18 @@ pub fn select(cfg: &ModelConfig, gates: &GateValues, config: &SelectConfig) -> R
             metric,
             keep,
             scope,
-        } => select_model(cfg, &s, floors, metric, keep, scope)?,
+        } => select_model(cfg, &s, floors, &[(metric, keep)], scope)?,
+        Budget::Joint {
+            params,
+            macs,
+            scope,
+        } => select_model(
+            cfg,
+            &s,
+            floors,
+            &[(CostMetric::Params, params), (CostMetric::Macs, macs)],
+            scope,
+        )?,
     };
     let arch = keep.arch(cfg);
     let sub = count(cfg, Some(&arch))?;

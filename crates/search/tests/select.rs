@@ -175,6 +175,117 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn joint_budgets_never_exceed_either_limit(
+        seed in any::<u64>(),
+        params in 0.05f64..=1.0,
+        macs in 0.05f64..=1.0,
+        transformer in any::<bool>(),
+    ) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let cfg = random_config(&mut rng);
+        let gates = random_gates(&cfg, &mut rng);
+        let scope = if transformer { CostScope::Transformer } else { CostScope::Model };
+        let floors = Floors::default();
+        let sel = SelectConfig { budget: Budget::Joint { params, macs, scope }, floors };
+        let target = |m, keep: f64| (keep * full_cost(&cfg, m, scope).unwrap() as f64).floor() as u64;
+        match select(&cfg, &gates, &sel) {
+            Ok(spec) => {
+                let p = arch_cost(&cfg, &spec.arch, CostMetric::Params, scope).unwrap();
+                let m = arch_cost(&cfg, &spec.arch, CostMetric::Macs, scope).unwrap();
+                prop_assert!(p <= target(CostMetric::Params, params), "params {p}");
+                prop_assert!(m <= target(CostMetric::Macs, macs), "MACs {m}");
+                prop_assert!(tokens_monotone(&spec.arch));
+                spec.check(&cfg).unwrap();
+                // No gate goes that both limits could have kept: with a loose MAC limit
+                // the subnet is the params-only one (tokens control no parameters).
+                if macs >= 1.0 {
+                    let alone = SelectConfig {
+                        budget: Budget::Model { metric: CostMetric::Params, keep: params, scope },
+                        floors,
+                    };
+                    prop_assert_eq!(&select(&cfg, &gates, &alone).unwrap().arch, &spec.arch);
+                }
+            }
+            Err(e) => {
+                prop_assert!(matches!(e, Error::Budget(_)), "{e}");
+                prop_assert!(e.to_string().contains("reachable fractions are"), "{e}");
+                let all = SelectConfig {
+                    budget: Budget::Joint { params: 1e-9, macs: 1e-9, scope },
+                    floors,
+                };
+                prop_assert!(select(&cfg, &gates, &all).is_err());
+            }
+        }
+    }
+}
+
+#[test]
+fn joint_budgets_read_from_toml_as_the_paper_writes_them() {
+    #[derive(serde::Deserialize)]
+    struct T {
+        budget: Budget,
+    }
+    let t: T = toml::from_str("budget = { kind = \"model\", params = 0.7, macs = 0.6 }").unwrap();
+    assert_eq!(
+        t.budget,
+        Budget::Joint {
+            params: 0.7,
+            macs: 0.6,
+            scope: CostScope::Model
+        }
+    );
+    let t: T = toml::from_str("budget = { kind = \"model\", macs = 0.7 }").unwrap();
+    assert_eq!(
+        t.budget,
+        Budget::Model {
+            metric: CostMetric::Macs,
+            keep: 0.7,
+            scope: CostScope::Model
+        }
+    );
+    let old: T = toml::from_str(
+        "budget = { kind = \"model\", metric = \"params\", keep = 0.5, scope = \"transformer\" }",
+    )
+    .unwrap();
+    assert_eq!(
+        old.budget,
+        Budget::Model {
+            metric: CostMetric::Params,
+            keep: 0.5,
+            scope: CostScope::Transformer
+        }
+    );
+    assert!(
+        toml::from_str::<T>(
+            "budget = { kind = \"model\", metric = \"macs\", keep = 0.5, params = 0.5 }"
+        )
+        .is_err()
+    );
+    // Round trip.
+    let back: T = toml::from_str(&format!(
+        "budget = {}",
+        toml::Value::try_from(Budget::Joint {
+            params: 0.7,
+            macs: 0.7,
+            scope: CostScope::Model
+        })
+        .unwrap()
+    ))
+    .unwrap();
+    assert_eq!(
+        back.budget,
+        Budget::Joint {
+            params: 0.7,
+            macs: 0.7,
+            scope: CostScope::Model
+        }
+    );
+}
+
 #[test]
 fn tokens_are_monotone_even_when_deep_layers_prefer_other_tokens() {
     // Layer 1 (last) strongly prefers token 0, layer 0 prefers token 3: the token kept in
@@ -222,7 +333,7 @@ fn unreachable_model_target_says_what_is_reachable() {
     let err = select(&cfg, &gates, &sel).unwrap_err().to_string();
     // tiny's ResNet and decoder are 40% of its MACs: 30% of the whole model is out of reach.
     assert!(
-        err.contains("not reachable") && err.contains("reachable fractions are 0.40"),
+        err.contains("not reachable") && err.contains("reachable fractions are model MACs 0.40"),
         "{err}"
     );
 }

@@ -45,7 +45,8 @@ pub struct BudgetArgs {
     /// Keep at most this share of the MACs: a fraction (0.7) or a percentage (70%).
     #[arg(long, value_name = "KEEP")]
     pub target_macs: Option<String>,
-    /// Keep at most this share of the parameters: a fraction or a percentage.
+    /// Keep at most this share of the parameters: a fraction or a percentage. With
+    /// `--target-macs` too, both limits hold (a joint budget).
     #[arg(long, value_name = "KEEP")]
     pub target_params: Option<String>,
     /// Per-dimension budgets (ViT-Slim): kept fractions, e.g. `attn=0.6,mlp=0.5,patch=0.8`.
@@ -111,36 +112,43 @@ pub fn parse_dimension_budget(s: &str) -> Result<Budget> {
 
 /// The selection the command line asks for, if any.
 pub fn budget_override(b: &BudgetArgs, cfg: &SelectConfig) -> Result<Option<SelectConfig>> {
-    let given = [
-        b.target_macs.is_some(),
-        b.target_params.is_some(),
-        b.budget.is_some(),
-    ];
-    if given.iter().filter(|&&g| g).count() > 1 {
-        bail!("give only one of --target-macs, --target-params and --budget");
+    if b.budget.is_some() && (b.target_macs.is_some() || b.target_params.is_some()) {
+        bail!("give --budget, or --target-macs and/or --target-params, not both kinds");
     }
     let scope = match (b.scope, cfg.budget) {
         (Some(ScopeArg::Model), _) => CostScope::Model,
         (Some(ScopeArg::Transformer), _) => CostScope::Transformer,
-        (None, Budget::Model { scope, .. }) => scope,
+        (None, Budget::Model { scope, .. } | Budget::Joint { scope, .. }) => scope,
         (None, _) => CostScope::Model,
     };
-    let budget = if let Some(s) = &b.target_macs {
-        Budget::Model {
+    let macs = b
+        .target_macs
+        .as_deref()
+        .map(|s| parse_share(s).context("--target-macs"))
+        .transpose()?;
+    let params = b
+        .target_params
+        .as_deref()
+        .map(|s| parse_share(s).context("--target-params"))
+        .transpose()?;
+    let budget = match (params, macs, &b.budget) {
+        (Some(params), Some(macs), _) => Budget::Joint {
+            params,
+            macs,
+            scope,
+        },
+        (None, Some(keep), _) => Budget::Model {
             metric: CostMetric::Macs,
-            keep: parse_share(s).context("--target-macs")?,
+            keep,
             scope,
-        }
-    } else if let Some(s) = &b.target_params {
-        Budget::Model {
+        },
+        (Some(keep), None, _) => Budget::Model {
             metric: CostMetric::Params,
-            keep: parse_share(s).context("--target-params")?,
+            keep,
             scope,
-        }
-    } else if let Some(s) = &b.budget {
-        parse_dimension_budget(s)?
-    } else {
-        return Ok(None);
+        },
+        (None, None, Some(s)) => parse_dimension_budget(s)?,
+        (None, None, None) => return Ok(None),
     };
     Ok(Some(SelectConfig {
         budget,
@@ -297,10 +305,26 @@ mod tests {
         }
         let both = BudgetArgs {
             target_macs: Some("0.6".into()),
-            target_params: Some("0.6".into()),
+            target_params: Some("70%".into()),
             ..Default::default()
         };
-        assert!(budget_override(&both, &cfg).is_err());
+        match budget_override(&both, &cfg).unwrap().unwrap().budget {
+            Budget::Joint {
+                params,
+                macs,
+                scope,
+            } => {
+                assert!((params - 0.7).abs() < 1e-12 && (macs - 0.6).abs() < 1e-12);
+                assert_eq!(scope, CostScope::Transformer);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let mixed = BudgetArgs {
+            target_macs: Some("0.6".into()),
+            budget: Some("attn=0.5,mlp=0.5,patch=0.5".into()),
+            ..Default::default()
+        };
+        assert!(budget_override(&mixed, &cfg).is_err());
         assert!(
             budget_override(&BudgetArgs::default(), &cfg)
                 .unwrap()
