@@ -471,13 +471,14 @@ fn empty_dataset_is_rejected_with_its_path() {
 fn structured_bench_needs_only_a_config() {
     let dir = scratch("bench");
     let out = dir.join("bench.json");
+    let run = dir.join("run");
     let cfg = tiny_config();
     let base = [
         "bench",
         "--config",
         cfg.to_str().unwrap(),
         "--run",
-        dir.to_str().unwrap(),
+        run.to_str().unwrap(),
         "--device",
         "cpu",
         "--batch",

@@ -57,10 +57,18 @@ fn walk(root: &Path, dir: &Path, skip: &[&str], out: &mut BTreeMap<String, Strin
             continue;
         }
         let path = e.path();
-        let kind = e
-            .file_type()
-            .with_context(|| format!("cannot stat {}", path.display()))?;
+        // Symbolic links are followed: a tree of links to the files is the same data.
+        let kind = std::fs::metadata(&path)
+            .with_context(|| format!("cannot stat {}", path.display()))?
+            .file_type();
         if kind.is_dir() {
+            if path
+                .strip_prefix(root)
+                .map_or(0, |r| r.components().count())
+                > 16
+            {
+                bail!("{}: folders nested more than 16 deep", path.display());
+            }
             walk(root, &path, skip, out)?;
         } else if kind.is_file() {
             let rel = path
@@ -137,7 +145,7 @@ impl DataIdentity {
             "{} patients, {} files, sha256 {}",
             self.patients.len(),
             self.files,
-            &self.digest[..12]
+            self.digest.chars().take(12).collect::<String>()
         )
     }
 }

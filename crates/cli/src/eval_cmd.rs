@@ -132,16 +132,17 @@ pub fn cmd(args: EvalArgs) -> Result<()> {
             );
         }
     }
+    if let Some(s) = stages.iter().find(|s| states[s.dir()].done().is_none()) {
+        bail!(
+            "{}: the {} stage is not complete and up to date (see `slimseg status --run {}`)",
+            run.stage(s.dir()).display(),
+            s.dir(),
+            run.root.display()
+        );
+    }
     let device = run.device()?;
     for s in stages {
-        let Some(rec) = states[s.dir()].done() else {
-            bail!(
-                "{}: the {} stage is not complete and up to date (see `slimseg status --run {}`)",
-                run.stage(s.dir()).display(),
-                s.dir(),
-                run.root.display()
-            );
-        };
+        let rec = states[s.dir()].done().expect("checked above");
         eprintln!("[eval] {} on {name}", s.label());
         let m = load_stage_model(&run, s, device)?;
         let rep = eval_test(&run, &m.model, &volumes)?;

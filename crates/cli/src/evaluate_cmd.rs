@@ -270,7 +270,8 @@ pub fn cmd(args: EvaluateArgs) -> Result<()> {
     let mut cases = Vec::new();
     for name in &preds {
         let (stem, ext) = is_nifti(name).expect("listed as NIfTI");
-        let candidates = [name.clone(), format!("{stem}_gt{ext}")];
+        // `_gt` first: in an ACDC patient folder the bare name is the image.
+        let candidates = [format!("{stem}_gt{ext}"), name.clone()];
         let Some(r) = candidates.iter().find(|c| refs.contains(c)) else {
             bail!(
                 "{}: no reference {} or {} in {}",

@@ -172,12 +172,14 @@ pub fn cmd(args: ExportArgs) -> Result<()> {
     if name.is_empty() || name.contains(['/', '\\', '"']) || name.starts_with('.') {
         bail!("--name {name}: not a plain model name");
     }
-    if args.out.exists() && !args.overwrite {
-        bail!(
-            "{}: exists; pass --overwrite to replace it",
-            args.out.display()
-        );
-    }
+    crate::guard::check_output_dir(&args.out, &run.root, args.overwrite, |d| {
+        // An earlier export: a manifest at the top (TorchScript) or in one model folder
+        // next to its config.pbtxt (Triton).
+        d.join("manifest.json").is_file()
+            || std::fs::read_dir(d).is_ok_and(|mut it| {
+                it.any(|e| e.is_ok_and(|e| e.path().join("config.pbtxt").is_file()))
+            })
+    })?;
     let device = Device::Cpu;
     let mut m = load_stage_model(&run, args.stage, device)?;
     // Weights enter the traced graph as constants, which must not require gradients.
@@ -301,17 +303,22 @@ pub fn cmd(args: ExportArgs) -> Result<()> {
             return Err(e);
         }
     };
-    if args.out.exists() {
-        std::fs::remove_dir_all(&args.out)
-            .with_context(|| format!("cannot replace {}", args.out.display()))?;
+    let placed = if args.out.exists() {
+        // Replace the earlier export: exchanged in one step where the filesystem can.
+        crate::graph::swap_in(&staging, &args.out)
+    } else {
+        std::fs::rename(&staging, &args.out).with_context(|| {
+            format!(
+                "cannot rename {} to {}",
+                staging.display(),
+                args.out.display()
+            )
+        })
+    };
+    if let Err(e) = placed {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(e);
     }
-    std::fs::rename(&staging, &args.out).with_context(|| {
-        format!(
-            "cannot rename {} to {}",
-            staging.display(),
-            args.out.display()
-        )
-    })?;
     let rel = module_path.strip_prefix(&staging).expect("inside staging");
     println!(
         "exported the {} model ({} params, {} MACs/image, fingerprint {}) to {}; the \

@@ -255,10 +255,11 @@ impl Fingerprint {
                         b.patients.len()
                     ));
                 } else {
+                    let short = |d: &str| d.chars().take(12).collect::<String>();
                     why.push(format!(
                         "the data's content changed (sha256 {} -> {})",
-                        &a.digest[..12],
-                        &b.digest[..12]
+                        short(&a.digest),
+                        short(&b.digest)
                     ));
                 }
             }
@@ -390,7 +391,11 @@ fn config_values(run: &Run, d: &StageDef) -> Result<BTreeMap<String, String>> {
     for &key in d.reads {
         match key {
             "device" => {
-                out.insert("device".into(), format!("{:?}", run.device()?));
+                let d = match run.device() {
+                    Ok(d) => format!("{d:?}"),
+                    Err(e) => format!("unavailable ({e})"),
+                };
+                out.insert("device".into(), d);
             }
             "threads" => {
                 out.insert("threads".into(), tch::get_num_threads().max(1).to_string());
@@ -477,10 +482,14 @@ fn expected(
             other => bail!("the graph names an unknown file key {other}"),
         };
         if let Some(p) = path {
-            files.insert(
-                key.to_string(),
-                digest::of_file(p).with_context(|| format!("the checkpoint of {key}"))?,
-            );
+            // A file that is gone makes the stage stale (it could not be made again), not
+            // the whole graph unreadable.
+            let d = if p.is_file() {
+                digest::of_file(p).with_context(|| format!("the checkpoint of {key}"))?
+            } else {
+                format!("missing: {}", p.display())
+            };
+            files.insert(key.to_string(), d);
         }
     }
     Ok(Ok(Fingerprint {
@@ -655,6 +664,14 @@ pub fn make(ctx: &mut Ctx<'_>, name: &str, force: bool) -> Result<Made> {
         ),
     };
     verify_consumed(run, d, &states)?;
+    if ctx.stop_after.is_some() && !matches!(state, State::Missing) {
+        bail!(
+            "{}: --stop-after stops a stage that is built in place; this stage is complete, \
+             so its redo is built beside it and could not be resumed; redo it without \
+             --stop-after",
+            run.stage(name).display()
+        );
+    }
     let t = Instant::now();
     let target = run.stage(name);
     // A complete stage (done or stale) stays in place until its redo has succeeded.
@@ -684,6 +701,8 @@ pub fn make(ctx: &mut Ctx<'_>, name: &str, force: bool) -> Result<Made> {
             let _ = std::fs::remove_dir_all(s);
         }
         if let Some(stop) = e.downcast_ref::<Stopped>() {
+            // The next call resumes only from the inputs this one started with.
+            run.save_config()?;
             return Ok(Made::Stopped(stop.0.clone()));
         }
         return Err(e);
@@ -708,10 +727,12 @@ pub fn make(ctx: &mut Ctx<'_>, name: &str, force: bool) -> Result<Made> {
         made_by: Provenance::now(run.device()?),
     };
     write_json(&dir.join(STAGE_RECORD), &rec)?;
+    // The configuration first: interrupted between the two, the stage looks stale (and is
+    // redone), never done from another configuration.
+    run.save_config()?;
     if let Some(s) = &staging {
         swap_in(s, &target)?;
     }
-    run.save_config()?;
     Ok(Made::Ran(seconds))
 }
 
@@ -746,27 +767,66 @@ fn prepare_in_place(dir: &Path, fingerprint: &Fingerprint, restart: bool) -> Res
 }
 
 /// Puts the finished staging folder at `target`: an atomic exchange when a previous
-/// stage is there (which is then removed), else a rename.
-fn swap_in(staging: &Path, target: &Path) -> Result<()> {
-    if target.exists() {
-        exchange(staging, target).with_context(|| {
-            format!(
-                "cannot exchange {} with {}",
-                staging.display(),
-                target.display()
-            )
-        })?;
-        std::fs::remove_dir_all(staging)
-            .with_context(|| format!("cannot remove the previous stage {}", staging.display()))
-    } else {
-        std::fs::rename(staging, target).with_context(|| {
+/// stage is there (which is then removed; a failed removal leaves it to the next
+/// writer's leftover cleanup), else a rename. Where the filesystem cannot exchange, the
+/// previous stage is first moved aside to `.NAME.previous-PID`, which the leftover
+/// cleanup never removes, so an interruption between the two renames loses nothing.
+pub fn swap_in(staging: &Path, target: &Path) -> Result<()> {
+    if !target.exists() {
+        return std::fs::rename(staging, target).with_context(|| {
             format!(
                 "cannot rename {} to {}",
                 staging.display(),
                 target.display()
             )
-        })
+        });
     }
+    match exchange(staging, target) {
+        Ok(()) => {
+            if let Err(e) = std::fs::remove_dir_all(staging) {
+                eprintln!(
+                    "  warning: cannot remove the previous stage {} ({e}); the next writing \
+                     command removes it",
+                    staging.display()
+                );
+            }
+            Ok(())
+        }
+        Err(e) if exchange_unsupported(&e) => {
+            let aside = target.with_file_name(format!(
+                ".{}.previous-{}",
+                target.file_name().unwrap_or_default().to_string_lossy(),
+                std::process::id()
+            ));
+            std::fs::rename(target, &aside)
+                .with_context(|| format!("cannot move {} aside", target.display()))?;
+            std::fs::rename(staging, target).with_context(|| {
+                format!(
+                    "cannot rename {} to {} (the previous stage is in {})",
+                    staging.display(),
+                    target.display(),
+                    aside.display()
+                )
+            })?;
+            std::fs::remove_dir_all(&aside)
+                .with_context(|| format!("cannot remove the previous stage {}", aside.display()))
+        }
+        Err(e) => Err(e).with_context(|| {
+            format!(
+                "cannot exchange {} with {}",
+                staging.display(),
+                target.display()
+            )
+        }),
+    }
+}
+
+/// Whether an exchange failed because the filesystem or kernel cannot do it.
+fn exchange_unsupported(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP)
+    )
 }
 
 /// Exchanges two paths atomically (Linux `renameat2(RENAME_EXCHANGE)`).
@@ -793,18 +853,10 @@ fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Exchanges two paths: the previous one is first moved aside under a staging name (an
-/// interruption between the renames leaves it there, not lost).
+/// No atomic exchange outside Linux: the caller moves the previous stage aside.
 #[cfg(not(target_os = "linux"))]
-fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
-    let aside = b.with_file_name(format!(
-        ".{}.previous-{}",
-        b.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
-    std::fs::rename(b, &aside)?;
-    std::fs::rename(a, b)?;
-    std::fs::rename(&aside, a)
+fn exchange(_a: &Path, _b: &Path) -> std::io::Result<()> {
+    Err(std::io::Error::from_raw_os_error(libc::ENOSYS))
 }
 
 #[cfg(test)]

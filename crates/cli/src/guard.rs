@@ -99,3 +99,44 @@ pub fn check_output(out: &Path, inputs: &[&Path], run_dir: &Path, overwrite: boo
     }
     Ok(())
 }
+
+/// Fails when the output folder `out` (replaced as a whole) is or holds the run
+/// directory, the working directory or a folder above them, lies inside the run, is a
+/// file, or exists without `overwrite`, or exists without being what this command writes
+/// (`ours`): `--overwrite` replaces an earlier output, never other data.
+pub fn check_output_dir(
+    out: &Path,
+    run_dir: &Path,
+    overwrite: bool,
+    ours: impl Fn(&Path) -> bool,
+) -> Result<()> {
+    let target = resolved(out);
+    let run = resolved(run_dir);
+    let cwd = std::env::current_dir()
+        .map(|d| resolved(&d))
+        .unwrap_or_default();
+    if target.starts_with(&run) || run.starts_with(&target) || cwd.starts_with(&target) {
+        bail!(
+            "{}: the output folder would replace or contain the run directory {} or the \
+             working directory; choose a new folder outside them",
+            out.display(),
+            run_dir.display()
+        );
+    }
+    if target.is_file() {
+        bail!("{}: is a file; the output is a folder", out.display());
+    }
+    if target.exists() {
+        if !overwrite {
+            bail!("{}: exists; pass --overwrite to replace it", out.display());
+        }
+        if !ours(&target) {
+            bail!(
+                "{}: exists and is not an earlier output of this command; it is not replaced \
+                 (remove it yourself, or choose another folder)",
+                out.display()
+            );
+        }
+    }
+    Ok(())
+}

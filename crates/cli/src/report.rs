@@ -187,7 +187,8 @@ fn curves_figure(run: &Run, done: &[&str]) -> Result<Option<Canvas>> {
         ("finetuned", "FINE-TUNE", colors::GREEN),
     ] {
         let p = run.stage(dir).join("log.csv");
-        if !done.contains(&dir) {
+        // An imported baseline has no training log.
+        if !done.contains(&dir) || !p.is_file() {
             continue;
         }
         let rows = read_log(&p)?;

@@ -95,6 +95,9 @@ pub fn reproduce_cmd(args: ReproduceArgs) -> Result<()> {
             }
         }
     }
+    // Every stage is up to date with this configuration now (a new --data path of the
+    // same data included).
+    run.save_config()?;
     eprintln!("\nstage        status                   seconds");
     for (s, status, secs) in &times {
         eprintln!("{s:<12} {status:<24} {secs:>7.1}");

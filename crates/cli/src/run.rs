@@ -309,7 +309,23 @@ impl Run {
         };
         let saved = root.join("config.toml");
         let mut cfg = match &args.config {
-            Some(path) => load_config(path, &args.set)?,
+            Some(path) => {
+                // Paths in a configuration file given on the command line are relative
+                // to the working directory; inside the run they become absolute (or
+                // relative to the run, see `save_config`).
+                let mut c = load_config(path, &args.set)?;
+                for p in [
+                    c.data.root.as_mut(),
+                    c.train.pretrained.as_mut(),
+                    c.train.import.as_mut(),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    *p = absolute(p)?;
+                }
+                c
+            }
             None if saved.exists() => {
                 let mut c = load_config(&saved, &args.set)?;
                 // Inside a run, relative paths are relative to the run.

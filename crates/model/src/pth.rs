@@ -51,7 +51,38 @@ enum Value {
     Object(String),
 }
 
+/// Most values that memo reads may copy in one file.
+const MAX_COPIED_NODES: usize = 10_000_000;
+/// Largest storage entry read (bytes).
+const MAX_STORAGE_BYTES: u64 = 16 << 30;
+
 impl Value {
+    /// Values in this one; counting stops past `limit`.
+    fn nodes(&self, limit: usize) -> usize {
+        let mut n = 1;
+        let mut todo: Vec<&Value> = vec![self];
+        while let Some(v) = todo.pop() {
+            if n > limit {
+                break;
+            }
+            match v {
+                Value::Tuple(t) | Value::List(t) => {
+                    n += t.len();
+                    todo.extend(t);
+                }
+                Value::Dict(d) => {
+                    n += 2 * d.len();
+                    for (k, x) in d {
+                        todo.push(k);
+                        todo.push(x);
+                    }
+                }
+                _ => {}
+            }
+        }
+        n
+    }
+
     fn describe(&self) -> String {
         match self {
             Value::None => "None".into(),
@@ -99,6 +130,7 @@ fn unpickle(data: &[u8], path: &Path) -> Result<Value> {
     let mut stack: Vec<Value> = Vec::new();
     let mut marks: Vec<usize> = Vec::new();
     let mut memo: HashMap<u32, Value> = HashMap::new();
+    let mut copied = 0usize;
     let mut i = 0usize;
     let take = |i: &mut usize, n: usize| -> Result<&[u8]> {
         let s = data
@@ -234,9 +266,13 @@ fn unpickle(data: &[u8], path: &Path) -> Result<Value> {
                 };
                 let v = memo
                     .get(&k)
-                    .cloned()
                     .ok_or_else(|| bad(path, format!("data.pkl: memo {k} is not set")))?;
-                stack.push(v);
+                // Memo reads copy: bound the total, so that nested re-reads cannot blow up.
+                copied += v.nodes(MAX_COPIED_NODES);
+                if copied > MAX_COPIED_NODES {
+                    return Err(bad(path, "data.pkl: too many repeated references"));
+                }
+                stack.push(v.clone());
             }
             b'c' => {
                 let module = line(&mut i)?;
@@ -276,6 +312,7 @@ fn unpickle(data: &[u8], path: &Path) -> Result<Value> {
                 let v = pop(&mut stack)?;
                 match stack.last_mut() {
                     Some(Value::List(l)) => l.push(v),
+                    Some(Value::Object(_)) => {} // the state of an opaque object
                     _ => return Err(bad(path, "data.pkl: APPEND to a non-list")),
                 }
             }
@@ -283,6 +320,7 @@ fn unpickle(data: &[u8], path: &Path) -> Result<Value> {
                 let items = pop_mark(&mut stack, &mut marks)?;
                 match stack.last_mut() {
                     Some(Value::List(l)) => l.extend(items),
+                    Some(Value::Object(_)) => {} // the state of an opaque object
                     _ => return Err(bad(path, "data.pkl: APPENDS to a non-list")),
                 }
             }
@@ -291,6 +329,7 @@ fn unpickle(data: &[u8], path: &Path) -> Result<Value> {
                 let k = pop(&mut stack)?;
                 match stack.last_mut() {
                     Some(Value::Dict(d)) => d.push((k, v)),
+                    Some(Value::Object(_)) => {} // the state of an opaque object
                     _ => return Err(bad(path, "data.pkl: SETITEM on a non-dict")),
                 }
             }
@@ -299,6 +338,7 @@ fn unpickle(data: &[u8], path: &Path) -> Result<Value> {
                 let kv = pairs(items, path)?;
                 match stack.last_mut() {
                     Some(Value::Dict(d)) => d.extend(kv),
+                    Some(Value::Object(_)) => {} // the state of an opaque object
                     _ => return Err(bad(path, "data.pkl: SETITEMS on a non-dict")),
                 }
             }
@@ -401,7 +441,9 @@ fn call(callable: Value, args: Value, path: &Path) -> Result<Value> {
                 ] => Ok(Value::Tensor {
                     key: key.clone(),
                     kind: *kind,
-                    offset: (*offset).max(0) as usize,
+                    offset: usize::try_from(*offset).map_err(|_| {
+                        bad(path, format!("data.pkl: negative tensor offset {offset}"))
+                    })?,
                     size: ints(size, path)?,
                     stride: ints(stride, path)?,
                 }),
@@ -412,6 +454,12 @@ fn call(callable: Value, args: Value, path: &Path) -> Result<Value> {
             }
         }
         ("collections", "OrderedDict") | ("builtins", "dict") => Ok(Value::Dict(Vec::new())),
+        // A Parameter (saved with keep_vars=True): its tensor.
+        ("torch._utils", "_rebuild_parameter")
+        | ("torch._utils", "_rebuild_parameter_with_state") => match args {
+            Value::Tuple(mut a) if !a.is_empty() => Ok(a.swap_remove(0)),
+            _ => Err(bad(path, "data.pkl: _rebuild_parameter without a tensor")),
+        },
         _ => Ok(Value::Object(format!("{module}.{name}"))),
     }
 }
@@ -444,6 +492,13 @@ pub fn read_pth(path: impl AsRef<Path>) -> Result<Vec<(String, Tensor)>> {
     zip.by_name(&pkl_name)
         .and_then(|mut f| f.read_to_end(&mut pkl).map_err(Into::into))
         .map_err(|e| bad(path, format!("{pkl_name}: {e}")))?;
+    let mut order = String::new();
+    if let Ok(mut f) = zip.by_name(&format!("{prefix}byteorder")) {
+        let _ = f.read_to_string(&mut order);
+    }
+    if order.trim() == "big" {
+        return Err(bad(path, "big-endian storages are not supported"));
+    }
     let root = unpickle(&pkl, path)?;
     let dict = state_dict(root, path)?;
     let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
@@ -468,8 +523,14 @@ pub fn read_pth(path: impl AsRef<Path>) -> Result<Vec<(String, Tensor)>> {
         if !storages.contains_key(&key) {
             let entry = format!("{prefix}data/{key}");
             let mut bytes = Vec::new();
-            zip.by_name(&entry)
-                .and_then(|mut f| f.read_to_end(&mut bytes).map_err(Into::into))
+            let f = zip
+                .by_name(&entry)
+                .map_err(|e| bad(path, format!("{entry} (storage of {name}): {e}")))?;
+            if f.size() > MAX_STORAGE_BYTES {
+                return Err(bad(path, format!("{entry}: {} bytes, too large", f.size())));
+            }
+            f.take(MAX_STORAGE_BYTES)
+                .read_to_end(&mut bytes)
                 .map_err(|e| bad(path, format!("{entry} (storage of {name}): {e}")))?;
             storages.insert(key.clone(), bytes);
         }
@@ -482,14 +543,23 @@ pub fn read_pth(path: impl AsRef<Path>) -> Result<Vec<(String, Tensor)>> {
                 format!("{name}: bad size {size:?} or stride {stride:?}"),
             ));
         }
-        // The last element the view reaches must lie inside the storage.
-        let reach: i64 = size
-            .iter()
-            .zip(&stride)
-            .map(|(&n, &s)| if n == 0 { 0 } else { (n - 1) * s })
-            .sum();
+        // The view's elements, and the last element it reaches, must lie inside the
+        // storage: no overflow on hostile sizes, no view larger than its storage.
+        let count = size.iter().try_fold(1i64, |a, &n| a.checked_mul(n));
+        let reach = size.iter().zip(&stride).try_fold(0i64, |a, (&n, &s)| {
+            if n == 0 {
+                Some(a)
+            } else {
+                (n - 1).checked_mul(s).and_then(|x| a.checked_add(x))
+            }
+        });
         let empty = size.contains(&0);
-        if !empty && offset as i64 + reach >= numel as i64 {
+        let last = reach.and_then(|r| i64::try_from(offset).ok()?.checked_add(r));
+        let inside = match (count, last) {
+            (Some(c), Some(last)) => empty || (c <= numel as i64 && last < numel as i64),
+            _ => false,
+        };
+        if !inside {
             return Err(bad(
                 path,
                 format!(
@@ -503,9 +573,13 @@ pub fn read_pth(path: impl AsRef<Path>) -> Result<Vec<(String, Tensor)>> {
             Tensor::zeros(size.as_slice(), (kind, tch::Device::Cpu))
         } else {
             storage
-                .as_strided(size.as_slice(), stride.as_slice(), Some(offset as i64))
-                .contiguous()
+                .f_as_strided(size.as_slice(), stride.as_slice(), Some(offset as i64))
+                .and_then(|v| v.f_contiguous())
+                .map_err(|e| bad(path, format!("{name}: {e}")))?
         };
+        if out.iter().any(|(n, _)| *n == name) {
+            return Err(bad(path, format!("the state_dict holds {name} twice")));
+        }
         out.push((name, t));
     }
     Ok(out)

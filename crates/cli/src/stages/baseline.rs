@@ -39,6 +39,9 @@ pub fn cmd(a: TrainArgs) -> Result<()> {
             ..Open::write()
         },
     )?;
+    let mut run = run;
+    // `train` trains: a checkpoint imported earlier no longer makes the baseline.
+    run.cfg.train.import = None;
     make_one(&run, "baseline", a.stage.force, a.stop.stop_after)
 }
 

@@ -173,6 +173,9 @@ pub fn make(ctx: &mut Ctx<'_>, dir: &Path) -> Result<()> {
 /// `bench`.
 pub fn cmd(args: BenchArgs) -> Result<()> {
     let mut run = Run::open(&args.run, Open::write())?;
+    if let Some(p) = &args.json {
+        crate::guard::check_output(p, &[], &run.root, true)?;
+    }
     if let Some(target) = args.structured_mac_reduction {
         let (arch, summary) = slimseg_compress::arch_for_mac_reduction(
             &run.cfg.model,
