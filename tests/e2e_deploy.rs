@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::path::Path;
+
 use common::{fails, finished_run, json, ok, scratch, text};
 use tch::{Device, Kind, Tensor};
 
@@ -45,11 +47,51 @@ fn exported_modules_give_slimseg_logits_at_any_batch_size() {
         assert!(diff <= 1e-5, "batch {b}: max |diff| {diff}");
     }
 
-    // Not over an existing folder unless asked.
+    // Not over an existing folder unless asked; never over the run, the working
+    // directory or a folder that is not an earlier export, even when asked.
     fails(
         &["export", "--run", r, "--stage", "compressed", "-o", o],
         &["exists", "--overwrite"],
     );
+    ok(&[
+        "export",
+        "--run",
+        r,
+        "--stage",
+        "compressed",
+        "-o",
+        o,
+        "--overwrite",
+    ]);
+    let inside = run.join("exported");
+    for bad in [inside.as_path(), run.as_path(), Path::new("/")] {
+        fails(
+            &[
+                "export",
+                "--run",
+                r,
+                "-o",
+                bad.to_str().unwrap(),
+                "--overwrite",
+            ],
+            &["would replace or contain the run directory"],
+        );
+    }
+    let foreign = dir.join("photos");
+    std::fs::create_dir_all(&foreign).unwrap();
+    std::fs::write(foreign.join("a.jpg"), b"x").unwrap();
+    fails(
+        &[
+            "export",
+            "--run",
+            r,
+            "-o",
+            foreign.to_str().unwrap(),
+            "--overwrite",
+        ],
+        &["not an earlier output"],
+    );
+    assert!(foreign.join("a.jpg").is_file());
 
     // A Triton repository of the fine-tuned model.
     let repo = dir.join("repo");

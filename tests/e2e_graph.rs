@@ -78,6 +78,11 @@ fn a_changed_stage_makes_everything_below_it_stale_and_reproduce_redoes_it() {
     assert!(t.contains("[search] done"), "{t}");
     assert_eq!(json(&run.join("finetuned/metrics.json"))["epochs"], 2);
 
+    // A redo is built beside the complete stage: it cannot stop and resume.
+    fails(
+        &["finetune", "--run", r, "--force", "--stop-after", "1"],
+        &["--stop-after", "redo"],
+    );
     // `--force STAGE` redoes one stage that is up to date.
     let t = text(&ok(&["reproduce", "--run", r, "--force", "bench"]));
     assert!(t.contains("[bench] redo (--force)"), "{t}");
