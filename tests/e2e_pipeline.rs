@@ -118,6 +118,15 @@ fn pipeline_end_to_end() {
         );
     }
     assert!(rep["provenance"]["commit"].is_string());
+    // Each model's mean Dice with its bootstrap interval; the others paired to the baseline.
+    for m in models {
+        let (mean, ci) = (m["dice_mean"].as_f64().unwrap(), &m["dice_ci95"]);
+        let (lo, hi) = (ci[0].as_f64().unwrap(), ci[1].as_f64().unwrap());
+        assert!(lo <= mean && mean <= hi, "{m}");
+    }
+    assert!(models[0]["dice_vs_baseline"].is_null());
+    assert!(models[3]["dice_vs_baseline"]["ci95"].is_array());
+    assert!(md.contains("95% bootstrap interval"), "{md}");
     assert_eq!(rep["provenance"]["stages"].as_object().unwrap().len(), 5);
     assert!(models[0]["accuracy"]["dice"].is_array());
 

@@ -10,14 +10,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::json;
-use slimseg_data::AcdcDataset;
 use slimseg_data::metrics::mean_defined;
 use slimseg_data::pipeline::resize_cubic;
 use slimseg_data::viz::slice_with_mask_rgb;
+use slimseg_data::{AcdcDataset, Phase};
 use slimseg_model::GateValues;
 use slimseg_model::count::count;
 use slimseg_model::infer::predict_volume_with;
 use slimseg_search::EvalReport;
+use slimseg_search::bootstrap::{MeanCi, mean_ci};
 use slimseg_search::data::{EvalVolume, eval_volumes};
 use slimseg_search::engine::read_gate_values;
 use slimseg_search::select::SubnetSpec;
@@ -57,6 +58,52 @@ pub struct Accuracy {
     pub hd95_vox: [Option<f64>; 4],
     /// Volumes evaluated.
     pub volumes: usize,
+    /// Mean Dice over the classes of each volume, by (patient, phase).
+    #[serde(skip)]
+    pub per_volume: Vec<((u32, Phase), f64)>,
+    /// Mean over volumes of the per-volume mean Dice, with its 95% bootstrap interval.
+    pub dice_ci: Option<MeanCi>,
+    /// Mean Dice of the ED volumes and of the ES volumes.
+    pub dice_ed_es: [Option<f64>; 2],
+}
+
+/// Bootstrap resamples of the report's intervals.
+const RESAMPLES: usize = 2000;
+/// Seed of the report's bootstrap (fixed: the same run gives the same report).
+const BOOTSTRAP_SEED: u64 = 20240206;
+
+/// The paired difference `model - base` of the per-volume mean Dice over the volumes
+/// both scored, with its 95% bootstrap interval.
+fn paired(model: &Accuracy, base: &Accuracy) -> Option<MeanCi> {
+    let d: Vec<f64> = model
+        .per_volume
+        .iter()
+        .filter_map(|(k, v)| {
+            base.per_volume
+                .iter()
+                .find(|(b, _)| b == k)
+                .map(|(_, w)| v - w)
+        })
+        .collect();
+    mean_ci(&d, 0.95, RESAMPLES, BOOTSTRAP_SEED)
+}
+
+/// `+1.39 points (95% CI -0.21 to +2.98)`, and what it means.
+fn describe_difference(d: &MeanCi) -> String {
+    let verdict = if d.contains(0.0) {
+        "inside the noise: the interval holds 0"
+    } else if d.mean > 0.0 {
+        "a gain beyond the noise"
+    } else {
+        "a loss beyond the noise"
+    };
+    format!(
+        "{:+.2} points (95% CI {:+.2} to {:+.2}, {} paired volumes): {verdict}",
+        100.0 * d.mean,
+        100.0 * d.lo,
+        100.0 * d.hi,
+        d.n
+    )
 }
 
 impl Accuracy {
@@ -67,11 +114,28 @@ impl Accuracy {
                 [0, 1, 2].map(|k| mean_defined(rep.volumes.iter().map(|v| f(v, k))));
             [c[0], c[1], c[2], mean_defined(c)]
         };
+        let per_volume: Vec<((u32, Phase), f64)> = rep
+            .volumes
+            .iter()
+            .filter_map(|v| mean_defined(v.dice).map(|d| ((v.patient, v.phase), d)))
+            .collect();
+        let values: Vec<f64> = per_volume.iter().map(|(_, d)| *d).collect();
+        let phase = |p: Phase| {
+            mean_defined(
+                per_volume
+                    .iter()
+                    .filter(|((_, q), _)| *q == p)
+                    .map(|(_, d)| Some(*d)),
+            )
+        };
         Accuracy {
             dice: per(&|v, k| v.dice[k]),
             hd95_mm: per(&|v, k| v.hd95_mm.and_then(|h| h[k])),
             hd95_vox: per(&|v, k| v.hd95_vox.and_then(|h| h[k])),
             volumes: rep.volumes.len(),
+            dice_ci: mean_ci(&values, 0.95, RESAMPLES, BOOTSTRAP_SEED),
+            dice_ed_es: [phase(Phase::ED), phase(Phase::ES)],
+            per_volume,
         }
     }
 }
@@ -454,6 +518,44 @@ pub fn make(ctx: &mut Ctx<'_>, out: &Path) -> Result<()> {
         md.push('\n');
     }
 
+    let base_acc = rows[0].acc.clone();
+    let _ = writeln!(
+        md,
+        "**Mean Dice (%) over test volumes with its 95% bootstrap interval ({RESAMPLES} \
+         resamples of the volumes), by phase, and the paired difference to the baseline \
+         (same volumes)**\n"
+    );
+    let _ = writeln!(
+        md,
+        "| model | mean Dice (95% CI) | ED | ES | vs baseline, paired |\n|---|---:|---:|---:|---|"
+    );
+    for r in &rows {
+        let Some(a) = &r.acc else {
+            let _ = writeln!(md, "| {} | – | – | – | – |", r.stage.label());
+            continue;
+        };
+        let ci = a.dice_ci.map_or("–".into(), |c| {
+            format!(
+                "{:.2} ({:.2}–{:.2})",
+                100.0 * c.mean,
+                100.0 * c.lo,
+                100.0 * c.hi
+            )
+        });
+        let vs = match (&base_acc, r.stage) {
+            (_, ModelStage::Baseline) | (None, _) => "–".to_string(),
+            (Some(b), _) => paired(a, b).map_or("–".into(), |d| describe_difference(&d)),
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {ci} | {} | {} | {vs} |",
+            r.stage.label(),
+            f(a.dice_ed_es[0], 100.0, 2),
+            f(a.dice_ed_es[1], 100.0, 2)
+        );
+    }
+    md.push('\n');
+
     let _ = writeln!(md, "## Size and speed\n");
     let _ = writeln!(
         md,
@@ -538,14 +640,25 @@ pub fn make(ctx: &mut Ctx<'_>, out: &Path) -> Result<()> {
         summary["param_reduction"] = json!(par_red);
     }
     if let (Some(b), Some(t)) = (base_dice, ft_dice) {
+        let pairedd = match (&rows[3].acc, &rows[0].acc) {
+            (Some(a), Some(bb)) => paired(a, bb),
+            _ => None,
+        };
         let _ = writeln!(
             md,
-            "Fine-tuned mean Dice {:.2} vs baseline {:.2}: {:+.2} points.",
+            "Fine-tuned mean Dice {:.2} vs baseline {:.2}: {}.",
             100.0 * t,
             100.0 * b,
-            100.0 * (t - b)
+            pairedd.map_or_else(
+                || format!("{:+.2} points", 100.0 * (t - b)),
+                |d| describe_difference(&d)
+            )
         );
         summary["dice_change_points"] = json!(100.0 * (t - b));
+        if let Some(d) = pairedd {
+            summary["dice_change_ci95_points"] = json!([100.0 * d.lo, 100.0 * d.hi]);
+            summary["dice_change_inside_noise"] = json!(d.contains(0.0));
+        }
     }
     md.push('\n');
 
@@ -740,6 +853,14 @@ pub fn make(ctx: &mut Ctx<'_>, out: &Path) -> Result<()> {
             "stage": r.stage,
             "label": r.stage.label(),
             "accuracy": r.acc,
+            "dice_mean": r.acc.as_ref().and_then(|a| a.dice_ci.map(|c| c.mean)),
+            "dice_ci95": r.acc.as_ref().and_then(|a| a.dice_ci.map(|c| [c.lo, c.hi])),
+            "dice_vs_baseline": match (&r.acc, &rows[0].acc, r.stage) {
+                (Some(a), Some(b), s) if s != ModelStage::Baseline => paired(a, b).map(|d| json!({
+                    "mean": d.mean, "ci95": [d.lo, d.hi], "inside_noise": d.contains(0.0), "volumes": d.n,
+                })),
+                _ => None,
+            },
             "params": r.info.as_ref().map(|i| i.params),
             "macs": r.info.as_ref().map(|i| i.macs),
             "flops": r.info.as_ref().map(|i| i.flops),

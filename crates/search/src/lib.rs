@@ -13,6 +13,7 @@
 //! - [`data`]: training slices and evaluation volumes of a split.
 //! - [`stages`]: the baseline and search stages as used by the CLI.
 
+pub mod bootstrap;
 pub mod config;
 pub mod data;
 pub mod engine;
