@@ -698,6 +698,26 @@ pub fn make(ctx: &mut Ctx<'_>, out: &Path) -> Result<()> {
         md.push('\n');
     }
 
+    if record("compressed").is_some() {
+        let rec: crate::stages::compress::CompressRecord =
+            read_json(&run.stage("compressed").join("compress.json"))?;
+        let _ = writeln!(md, "## Search health\n");
+        if rec.warnings.is_empty() {
+            let _ = writeln!(
+                md,
+                "The gates separated (in each dimension a share fell below 0.05 or the \
+                 magnitudes spread apart), no selection threshold is near the gates' initial \
+                 value 1, and the budget is met by more than one dimension.\n"
+            );
+        } else {
+            for w in &rec.warnings {
+                let _ = writeln!(md, "- **Warning:** {w}.");
+            }
+            md.push('\n');
+        }
+        summary["search_warnings"] = json!(rec.warnings);
+    }
+
     let mut figures = Vec::new();
     let gates_path = run.stage("search").join("gates_end.json");
     if record("search").is_some() {

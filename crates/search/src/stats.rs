@@ -96,3 +96,82 @@ pub fn render_histogram(counts: &[usize], hi: f64, width: usize) -> String {
     }
     s
 }
+
+/// Warnings about a search whose gates did not separate, and about a subnet chosen from
+/// such gates: every gate of a dimension still far from 0 (few below [`NEAR_ZERO`] and a
+/// narrow spread), a selection threshold near the gates' initial value 1, a budget met
+/// by one dimension alone. Empty when nothing looks wrong.
+pub fn health(g: &GateValues, spec: Option<&crate::select::SubnetSpec>) -> Vec<String> {
+    let s = GateStats::of(g);
+    let mut out = Vec::new();
+    for (name, d) in [("attention", s.attn), ("MLP", s.mlp), ("token", s.token)] {
+        if d.count == 0 {
+            continue;
+        }
+        // Separated gates leave a share near 0 and spread far apart.
+        if d.below_005 < 0.05 && d.max < 4.0 * d.min.max(1e-12) {
+            out.push(format!(
+                "{name} gates did not separate: {:.1}% below {NEAR_ZERO}, magnitudes \
+                 {:.3}..{:.3} (mean {:.3}); the selection among them is close to arbitrary \
+                 (raise the sparsity factor or the search epochs)",
+                100.0 * d.below_005,
+                d.min,
+                d.max,
+                d.mean
+            ));
+        }
+    }
+    if let Some(spec) = spec {
+        let t = spec.thresholds;
+        for (name, th) in [("attention", t.attn), ("MLP", t.mlp), ("token", t.token)] {
+            if let Some(th) = th.filter(|&th| th > 0.9) {
+                out.push(format!(
+                    "the {name} threshold is {th:.4}, near the gates' initial value 1: the \
+                     kept {name} gates barely moved"
+                ));
+            }
+        }
+        let (a, m, tk) = spec.arch.kept_fractions();
+        let pruned: Vec<&str> = [("attention", a), ("MLP", m), ("tokens", tk)]
+            .into_iter()
+            .filter(|(_, f)| *f < 1.0)
+            .map(|(n, _)| n)
+            .collect();
+        if pruned.len() == 1 {
+            out.push(format!(
+                "the budget is met by {} alone (kept: attention {:.1}%, MLP {:.1}%, tokens \
+                 {:.1}%)",
+                pruned[0],
+                100.0 * a,
+                100.0 * m,
+                100.0 * tk
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gates(attn: f32, mlp: &[f32], token: f32) -> GateValues {
+        GateValues {
+            attn: vec![vec![vec![attn; 4]; 2]],
+            mlp: vec![mlp.to_vec()],
+            token: vec![vec![token; 4]],
+        }
+    }
+
+    #[test]
+    fn gates_that_did_not_move_are_named_and_separated_ones_are_not() {
+        let w = health(&gates(0.99, &[1.0, 0.98, 0.97, 1.01], 0.999), None);
+        assert_eq!(w.len(), 3, "{w:?}");
+        assert!(
+            w[0].starts_with("attention gates did not separate"),
+            "{w:?}"
+        );
+        let ok = health(&gates(0.99, &[1.2, 0.01, 0.002, 0.9], 0.999), None);
+        assert!(ok.iter().all(|m| !m.starts_with("MLP")), "{ok:?}");
+    }
+}

@@ -163,6 +163,9 @@ pub struct CompressRecord {
     pub budget: Budget,
     /// Parameters and MACs of the compressed and the full model.
     pub summary: slimseg_compress::Summary,
+    /// Search-health warnings about the gates and the subnet chosen from them.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// Selects the subnet of `[select]` from the search's final gates, slices the searched
@@ -225,11 +228,16 @@ pub fn make(ctx: &mut Ctx<'_>, dir: &Path) -> Result<()> {
         );
     }
     write_json(&dir.join("equivalence.json"), &eq)?;
+    let warnings = slimseg_search::stats::health(&gates, Some(&spec));
+    for w in &warnings {
+        eprintln!("  warning: {w}");
+    }
     write_json(
         &dir.join("compress.json"),
         &CompressRecord {
             budget: spec.budget,
             summary: manifest.summary,
+            warnings,
         },
     )?;
     let rep = eval_test(run, &cm.model, &cohort.test)?;

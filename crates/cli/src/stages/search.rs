@@ -40,6 +40,10 @@ pub fn make(ctx: &mut Ctx<'_>, dir: &Path) -> Result<()> {
     if !m.completed {
         return Err(incomplete(stop, dir, "the search", m.epochs));
     }
+    let gates = slimseg_search::engine::read_gate_values(dir.join("gates_end.json"))?;
+    for w in slimseg_search::stats::health(&gates, None) {
+        eprintln!("  warning: {w}");
+    }
     let rep = eval_test(run, &net.model, &cohort.test)?;
     write_json(&dir.join(EVAL_FILE), &rep)
 }
