@@ -357,23 +357,24 @@ fn load_checkpoint(
     Ok(Some(state))
 }
 
-/// Progress line on stderr: epoch, iteration, loss, throughput, ETA.
+/// Progress on stderr. On a terminal (and with `train.progress`), a live line redrawn
+/// in place: epoch, iteration, loss, throughput, ETA. Always one plain line per epoch,
+/// without control characters, so that a log file reads cleanly.
 struct Progress {
-    enabled: bool,
+    live: bool,
     label: String,
     last_draw: Option<Instant>,
 }
 
 impl Progress {
-    fn draw(&mut self, text: impl FnOnce() -> String, force: bool) {
-        if !self.enabled {
+    fn draw(&mut self, text: impl FnOnce() -> String) {
+        if !self.live {
             return;
         }
         let now = Instant::now();
-        if !force
-            && self
-                .last_draw
-                .is_some_and(|t| now.duration_since(t).as_secs_f64() < 0.5)
+        if self
+            .last_draw
+            .is_some_and(|t| now.duration_since(t).as_secs_f64() < 0.5)
         {
             return;
         }
@@ -383,10 +384,14 @@ impl Progress {
         let _ = err.flush();
     }
 
-    fn finish_line(&self) {
-        if self.enabled {
-            let _ = writeln!(std::io::stderr());
+    /// The line of a finished epoch (replacing the live line on a terminal).
+    fn epoch_line(&mut self, text: &str) {
+        let mut err = std::io::stderr().lock();
+        if self.live {
+            let _ = write!(err, "\r\x1b[2K");
         }
+        let _ = writeln!(err, "[{}] {text}", self.label);
+        self.last_draw = None;
     }
 }
 
@@ -555,7 +560,7 @@ pub fn train(
     }
 
     let mut progress = Progress {
-        enabled: tc.progress,
+        live: tc.progress && std::io::IsTerminal::is_terminal(&std::io::stderr()),
         label: match model.gate_mode() {
             GateMode::Soft => "search".into(),
             _ if model.arch().is_some() => "finetune".into(),
@@ -665,22 +670,19 @@ pub fn train(
             let rate = slices as f64 / el.max(1e-9);
             let it_rate = n as f64 / el.max(1e-9);
             let left = (max_it - state.iterations) as f64 / it_rate.max(1e-9);
-            progress.draw(
-                || {
-                    format!(
-                        "epoch {}/{} it {}/{} loss {:.4} lr {:.2e} {:.1} slices/s ETA {}",
-                        epoch + 1,
-                        tc.epochs,
-                        state.iterations,
-                        max_it,
-                        sum / n as f64,
-                        lr,
-                        rate,
-                        fmt_eta(left)
-                    )
-                },
-                false,
-            );
+            progress.draw(|| {
+                format!(
+                    "epoch {}/{} it {}/{} loss {:.4} lr {:.2e} {:.1} slices/s ETA {}",
+                    epoch + 1,
+                    tc.epochs,
+                    state.iterations,
+                    max_it,
+                    sum / n as f64,
+                    lr,
+                    rate,
+                    fmt_eta(left)
+                )
+            });
         }
         let train_secs = t0.elapsed().as_secs_f64();
         let epoch1 = epoch + 1;
@@ -722,19 +724,16 @@ pub fn train(
         });
         save_checkpoint(&dir, vs, &opt, &state)?;
         write_log(&dir.log(), &state.history)?;
-        progress.draw(
-            || {
-                format!(
-                    "epoch {epoch1}/{} loss {:.4} val dice {} ({:.0} s)",
-                    tc.epochs,
-                    sum / nf,
-                    val_dice.map_or("-".into(), |d| format!("{d:.4}")),
-                    seconds
-                )
-            },
-            true,
-        );
-        progress.finish_line();
+        let left_epochs = tc.epochs.saturating_sub(epoch1) as f64;
+        progress.epoch_line(&format!(
+            "epoch {epoch1}/{} loss {:.4} val dice {}, {:.1} slices/s, {:.0} s, ETA {}",
+            tc.epochs,
+            sum / nf,
+            val_dice.map_or("-".into(), |d| format!("{d:.4}")),
+            slices as f64 / train_secs.max(1e-9),
+            seconds,
+            fmt_eta(left_epochs * seconds)
+        ));
         epochs_this_call += 1;
     }
     write_log(&dir.log(), &state.history)?;
