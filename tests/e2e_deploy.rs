@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{fails, finished_run, json, ok, scratch, text};
+use common::{fails, finished_run, json, ok, scratch, strs, text};
 use tch::{Device, Kind, Tensor};
 
 #[test]
@@ -284,21 +284,29 @@ fn an_official_checkpoint_becomes_the_baseline_and_bad_ones_are_refused() {
     );
     let run = dir.join("run");
     let r = run.to_str().unwrap();
-    let t = text(&ok(&[
-        "import",
-        "--transunet",
-        pth.to_str().unwrap(),
-        "--config",
-        config.to_str().unwrap(),
-        "--run",
-        r,
-        "--synth-train",
-        "2",
-        "--synth-val",
-        "1",
-        "--synth-test",
-        "1",
-    ]));
+    // `import` of `ckpt` into a new run of `config` on the small synthetic cohort.
+    let import_new = |ckpt: &Path, config: &Path, run: &Path, extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "import",
+            "--transunet",
+            ckpt.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "--run",
+            run.to_str().unwrap(),
+            "--synth-train",
+            "2",
+            "--synth-val",
+            "1",
+            "--synth-test",
+            "1",
+        ]
+        .map(String::from)
+        .to_vec();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let t = text(&ok(&strs(&import_new(&pth, &config, &run, &[]))));
     assert!(t.contains("imported 123 tensors"), "{t}");
     // The baseline holds exactly the checkpoint's values.
     let saved: std::collections::HashMap<String, Tensor> =
@@ -343,44 +351,19 @@ fn an_official_checkpoint_becomes_the_baseline_and_bad_ones_are_refused() {
     // A checkpoint of another preset: every name and shape is checked first.
     let tiny = dir.join("tiny-run");
     fails(
-        &[
-            "import",
-            "--transunet",
-            pth.to_str().unwrap(),
-            "--config",
-            common::tiny_config().to_str().unwrap(),
-            "--run",
-            tiny.to_str().unwrap(),
-            "--synth-train",
-            "2",
-            "--synth-val",
-            "1",
-            "--synth-test",
-            "1",
-        ],
+        &strs(&import_new(&pth, &common::tiny_config(), &tiny, &[])),
         &["micro.pth", "missing tensors"],
     );
     assert!(!tiny.join("baseline/best.safetensors").exists());
     // Same names, other shapes.
     let narrow = dir.join("narrow-run");
     fails(
-        &[
-            "import",
-            "--transunet",
-            pth.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-            "--set",
-            "model.mlp_dim=48",
-            "--run",
-            narrow.to_str().unwrap(),
-            "--synth-train",
-            "2",
-            "--synth-val",
-            "1",
-            "--synth-test",
-            "1",
-        ],
+        &strs(&import_new(
+            &pth,
+            &config,
+            &narrow,
+            &["--set", "model.mlp_dim=48"],
+        )),
         &["micro.pth", "shape mismatch", "fc1"],
     );
     assert!(!narrow.join("baseline/best.safetensors").exists());

@@ -248,7 +248,7 @@ fn train_args(run: &Path, epochs: usize, extra: &[&str]) -> Vec<String> {
 }
 
 fn run_ok(args: &[String]) -> String {
-    text(&ok(&args.iter().map(String::as_str).collect::<Vec<_>>()))
+    text(&ok(&common::strs(args)))
 }
 
 #[test]

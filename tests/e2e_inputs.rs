@@ -24,7 +24,7 @@ fn train_run(orientation: &str) -> PathBuf {
     let run = scratch(&format!("inputs-run-{orientation}")).join("run");
     let mut args = common::tiny_train_args(&run, 6);
     args.extend(["--set".into(), format!("data.orientation={orientation}")]);
-    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    ok(&common::strs(&args));
     run
 }
 

@@ -25,7 +25,7 @@ fn pipeline_end_to_end() {
     let run = dir.join("run");
     let r = run.to_str().unwrap();
     let args = tiny_reproduce_args(r);
-    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let argv = common::strs(&args);
 
     // First reproduce: every stage runs.
     let o = ok(&argv);

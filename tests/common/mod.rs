@@ -36,6 +36,11 @@ pub fn text(o: &Output) -> String {
     )
 }
 
+/// Owned arguments as the `&str` slice the helpers take.
+pub fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
 pub fn ok(args: &[&str]) -> Output {
     let o = slimseg(args);
     assert!(o.status.success(), "slimseg {args:?} failed:\n{}", text(&o));
@@ -151,7 +156,7 @@ pub fn tree(dir: &Path) -> std::collections::BTreeMap<PathBuf, (usize, u64)> {
 pub fn finished_run(dir: &Path) -> PathBuf {
     let run = dir.join("run");
     let args = tiny_reproduce_args(run.to_str().unwrap());
-    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    ok(&strs(&args));
     run
 }
 

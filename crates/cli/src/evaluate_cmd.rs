@@ -10,12 +10,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 use slimseg_data::metrics::{Convention, evaluate_class};
 use slimseg_data::nii::{geometry_difference, read_labels};
 
+use crate::predict::{nifti_files, split_nifti_name};
 use crate::run::write_json;
 
 /// Empty-mask convention on the command line.
@@ -128,24 +129,6 @@ pub struct Summary {
     pub foreground_mean: Aggregate,
     /// References without a prediction.
     pub references_without_prediction: Vec<PathBuf>,
-}
-
-fn is_nifti(name: &str) -> Option<(&str, &str)> {
-    [".nii.gz", ".nii"]
-        .iter()
-        .find_map(|e| name.strip_suffix(e).map(|s| (s, *e)))
-}
-
-fn list(dir: &Path) -> Result<Vec<String>> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot list {}", dir.display()))?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.starts_with('.') && is_nifti(n).is_some())
-        .collect();
-    names.sort();
-    Ok(names)
 }
 
 /// Mean and sample sd of the defined values.
@@ -261,15 +244,15 @@ pub fn cmd(args: EvaluateArgs) -> Result<()> {
         ConventionArg::Transunet => Convention::TransUnet,
         ConventionArg::Strict => Convention::Strict,
     };
-    let preds = list(&args.pred)?;
+    let preds = nifti_files(&args.pred)?;
     if preds.is_empty() {
         bail!("{}: no .nii or .nii.gz files", args.pred.display());
     }
-    let refs = list(&args.gt)?;
+    let refs = nifti_files(&args.gt)?;
     let mut used = Vec::new();
     let mut cases = Vec::new();
     for name in &preds {
-        let (stem, ext) = is_nifti(name).expect("listed as NIfTI");
+        let (stem, ext) = split_nifti_name(name).expect("listed as NIfTI");
         // `_gt` first: in an ACDC patient folder the bare name is the image.
         let candidates = [format!("{stem}_gt{ext}"), name.clone()];
         let Some(r) = candidates.iter().find(|c| refs.contains(c)) else {

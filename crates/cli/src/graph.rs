@@ -485,7 +485,8 @@ fn expected(
             // A file that is gone makes the stage stale (it could not be made again), not
             // the whole graph unreadable.
             let d = if p.is_file() {
-                digest::of_file(p).with_context(|| format!("the checkpoint of {key}"))?
+                run.file_digest(p)
+                    .with_context(|| format!("the checkpoint of {key}"))?
             } else {
                 format!("missing: {}", p.display())
             };

@@ -164,13 +164,30 @@ impl Segmenter<'_> {
     }
 }
 
+/// `(stem, extension)` of a NIfTI file name (`.nii.gz` or `.nii`), else `None`.
+pub(crate) fn split_nifti_name(name: &str) -> Option<(&str, &str)> {
+    [".nii.gz", ".nii"]
+        .iter()
+        .find_map(|e| name.strip_suffix(e).map(|s| (s, *e)))
+}
+
+/// The names of the NIfTI files of `dir` (regular files, not hidden), sorted.
+pub(crate) fn nifti_files(dir: &Path) -> Result<Vec<String>> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.') && split_nifti_name(n).is_some())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
 /// The output name of an input file in a folder: the same name, nnU-Net's `_0000`
 /// channel suffix dropped; `None` for files that are not NIfTI.
 pub fn output_name(name: &str) -> Result<Option<String>> {
-    let Some((stem, ext)) = [".nii.gz", ".nii"]
-        .iter()
-        .find_map(|e| name.strip_suffix(e).map(|s| (s, *e)))
-    else {
+    let Some((stem, ext)) = split_nifti_name(name) else {
         return Ok(None);
     };
     if let Some((case, channel)) = stem.rsplit_once('_') {
@@ -344,14 +361,7 @@ fn folder_cases(dir: &Path, out: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
         );
     }
     let mut cases: Vec<(PathBuf, PathBuf)> = Vec::new();
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot list {}", dir.display()))?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.starts_with('.'))
-        .collect();
-    names.sort();
+    let names = nifti_files(dir)?;
     for n in names {
         let Some(o) = output_name(&n).with_context(|| dir.join(&n).display().to_string())? else {
             continue;

@@ -22,7 +22,8 @@
 //! synthetic cohort), so a copied or moved run directory is the same run; an external
 //! data root is identified by content, and `--data NEWPATH` points to a moved copy.
 
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -160,6 +161,8 @@ pub struct Run {
     pub cfg: RunConfig,
     /// The data's identity, computed on first use.
     data_identity: OnceCell<DataIdentity>,
+    /// Digests of external files (checkpoints), computed once per command.
+    file_digests: RefCell<HashMap<PathBuf, String>>,
     /// The run directory's lock, held for the whole command.
     _lock: RunLock,
 }
@@ -397,6 +400,7 @@ impl Run {
             root,
             cfg,
             data_identity: OnceCell::new(),
+            file_digests: RefCell::new(HashMap::new()),
             _lock: lock,
         };
         if how.access == Access::Write && !saved.exists() && run.cfg.data.root.is_some() {
@@ -463,6 +467,19 @@ impl Run {
         }
         let d = DataIdentity::of_run_data(self.data_root()?, &self.cfg.data)?;
         Ok(self.data_identity.get_or_init(|| d))
+    }
+
+    /// The SHA-256 of an external file the run reads (a checkpoint), hashed once per
+    /// command however often the stage graph is evaluated.
+    pub fn file_digest(&self, path: &Path) -> Result<String> {
+        if let Some(d) = self.file_digests.borrow().get(path) {
+            return Ok(d.clone());
+        }
+        let d = crate::digest::of_file(path)?;
+        self.file_digests
+            .borrow_mut()
+            .insert(path.to_path_buf(), d.clone());
+        Ok(d)
     }
 
     /// Loads the training, validation and test sets.
