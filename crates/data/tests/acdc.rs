@@ -26,7 +26,8 @@ impl std::ops::Deref for TempDir {
 }
 
 fn tmpdir(name: &str) -> TempDir {
-    let d = std::env::temp_dir().join(format!("slimseg-acdc-{}-{name}", std::process::id()));
+    let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("slimseg-acdc-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     TempDir(d)

@@ -12,7 +12,8 @@ use slimseg_data::synth::{SynthConfig, generate};
 use slimseg_data::{AcdcDataset, DataError, Phase};
 
 fn tmpdir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("slimseg-orient-{}-{name}", std::process::id()));
+    let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("slimseg-orient-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     d
 }

@@ -161,7 +161,8 @@ fn small_dataset() -> SliceDataset {
     // One directory per call: tests run in parallel threads.
     static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let root = std::env::temp_dir().join(format!("slimseg-pipeline-{}-{n}", std::process::id()));
+    let root = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("slimseg-pipeline-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     generate(&root, &SynthConfig::small(2, 0, 3)).unwrap();
     let ds = AcdcDataset::open(&root).unwrap();

@@ -34,7 +34,8 @@ fn config_roundtrips_and_nests_as_model_table() {
         "{s}"
     );
     assert_eq!(ModelConfig::from_toml_str(&s).unwrap(), cfg);
-    let dir = std::env::temp_dir().join(format!("slimseg-model-cfg-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("slimseg-model-cfg-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("model.toml");
     cfg.save_toml(&path).unwrap();
@@ -155,7 +156,8 @@ proptest! {
 fn arch_file_roundtrip() {
     let cfg = ModelConfig::paper();
     let arch = SubnetArch::full(&cfg);
-    let dir = std::env::temp_dir().join(format!("slimseg-model-arch-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("slimseg-model-arch-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("arch.toml");
     arch.save_toml(&path).unwrap();

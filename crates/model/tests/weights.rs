@@ -12,7 +12,8 @@ use tch::{Device, Kind, Tensor, nn};
 struct TempDir(std::path::PathBuf);
 impl TempDir {
     fn new(tag: &str) -> Self {
-        let d = std::env::temp_dir().join(format!("slimseg-model-{tag}-{}", std::process::id()));
+        let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("slimseg-model-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&d).unwrap();
         TempDir(d)
     }

@@ -71,7 +71,8 @@ fn out_of_range_values_name_their_key() {
 
 #[test]
 fn file_errors_name_the_file() {
-    let dir = std::env::temp_dir().join(format!("slimseg-search-cfg-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("slimseg-search-cfg-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("bad.toml");
     // The first `lr = ...` line is the one of [train].

@@ -88,7 +88,7 @@ pub fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
 
 /// A fresh temporary directory under the target dir's tmp (removed by the caller).
 pub fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
         "slimseg-compress-{name}-{}-{:?}",
         std::process::id(),
         std::thread::current().id()

@@ -10,7 +10,8 @@ use slimseg_search::data::{EvalVolume, eval_volumes};
 
 /// A fresh temporary directory (removed by the caller when the test passes).
 pub fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("slimseg-search-{name}-{}", std::process::id()));
+    let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("slimseg-search-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
