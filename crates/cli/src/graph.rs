@@ -24,6 +24,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
+use slimseg_model::PixelHead;
+use slimseg_search::RunConfig;
 use slimseg_search::data::Cohort;
 
 use crate::digest::{self, DataIdentity};
@@ -42,7 +44,8 @@ pub struct Upstream {
     pub stage: &'static str,
     /// Files consumed (relative to its folder); empty: every output.
     pub files: &'static [&'static str],
-    /// Whether the stage can be made without it (the report of an unfinished run).
+    /// Whether the stage can be made without it (the report of an unfinished run, a
+    /// control that is off).
     pub optional: bool,
 }
 
@@ -59,7 +62,8 @@ pub struct StageDef {
     /// What it is, in a few words.
     pub about: &'static str,
     /// Configuration keys (tables or dotted keys) it reads. `device` and `threads` stand
-    /// for the resolved device and CPU thread count, which only timings depend on.
+    /// for the resolved device and CPU thread count, which only timings depend on; a key
+    /// with a leading `!` is left out of a table read whole.
     pub reads: &'static [&'static str],
     /// Whether it reads the dataset.
     pub data: bool,
@@ -71,6 +75,33 @@ pub struct StageDef {
     pub produces: &'static [&'static str],
     /// How it is made.
     pub make: Make,
+    /// Why the stage is not part of a run with this configuration (`None`: it is).
+    pub off: fn(&RunConfig) -> Option<String>,
+}
+
+impl StageDef {
+    /// Why the stage is not part of a run with `cfg`, if it is not.
+    pub fn off_because(&self, cfg: &RunConfig) -> Option<String> {
+        (self.off)(cfg)
+    }
+}
+
+fn always(_: &RunConfig) -> Option<String> {
+    None
+}
+
+fn transunet_off(cfg: &RunConfig) -> Option<String> {
+    if cfg.model.pixel_head == PixelHead::None {
+        Some("the baseline is TransUNet itself (model.pixel_head = \"none\")".into())
+    } else if !cfg.controls.transunet {
+        Some("controls.transunet = false".into())
+    } else {
+        None
+    }
+}
+
+fn uniform_off(cfg: &RunConfig) -> Option<String> {
+    (!cfg.controls.uniform).then(|| "controls.uniform = false".into())
 }
 
 const fn up(stage: &'static str, files: &'static [&'static str]) -> Upstream {
@@ -81,16 +112,16 @@ const fn up(stage: &'static str, files: &'static [&'static str]) -> Upstream {
     }
 }
 
-const fn optional(stage: &'static str) -> Upstream {
+const fn optional(stage: &'static str, files: &'static [&'static str]) -> Upstream {
     Upstream {
         stage,
-        files: &[],
+        files,
         optional: true,
     }
 }
 
 /// The stages in pipeline order.
-pub static GRAPH: [StageDef; 6] = [
+pub static GRAPH: [StageDef; 8] = [
     StageDef {
         name: "baseline",
         command: "train",
@@ -101,6 +132,26 @@ pub static GRAPH: [StageDef; 6] = [
         upstream: &[],
         produces: &["best.safetensors", "eval.json"],
         make: stages::baseline::make,
+        off: always,
+    },
+    StageDef {
+        name: "transunet",
+        command: "train --transunet",
+        about: "TransUNet, the baseline without the pixel module, trained the same way",
+        reads: &[
+            "model",
+            "!model.pixel_head",
+            "!model.df_min_magnitude",
+            "data",
+            "train",
+            "!train.lambda_df",
+        ],
+        data: true,
+        files: &["train.pretrained"],
+        upstream: &[],
+        produces: &["best.safetensors", "eval.json"],
+        make: stages::baseline::make_transunet,
+        off: transunet_off,
     },
     StageDef {
         name: "search",
@@ -112,6 +163,7 @@ pub static GRAPH: [StageDef; 6] = [
         upstream: &[up("baseline", &["best.safetensors"])],
         produces: &["weights.safetensors", "gates_end.json", "eval.json"],
         make: stages::search::make,
+        off: always,
     },
     StageDef {
         name: "compressed",
@@ -128,6 +180,7 @@ pub static GRAPH: [StageDef; 6] = [
             "eval.json",
         ],
         make: stages::compress::make,
+        off: always,
     },
     StageDef {
         name: "finetuned",
@@ -146,6 +199,35 @@ pub static GRAPH: [StageDef; 6] = [
         upstream: &[up("compressed", &["model.toml", "weights.safetensors"])],
         produces: &["model/model.toml", "model/weights.safetensors", "eval.json"],
         make: stages::finetune::make,
+        off: always,
+    },
+    StageDef {
+        name: "uniform",
+        command: "uniform",
+        about: "the uniform-width control of the compressed model's cost, fine-tuned the same way",
+        reads: &[
+            "model",
+            "data",
+            "train",
+            "search.epochs",
+            "search.lr",
+            "finetune",
+            "controls.uniform",
+        ],
+        data: true,
+        files: &[],
+        upstream: &[
+            up("baseline", &["best.safetensors"]),
+            up("compressed", &["subnet.toml"]),
+        ],
+        produces: &[
+            "model/model.toml",
+            "model/weights.safetensors",
+            "uniform.json",
+            "eval.json",
+        ],
+        make: stages::uniform::make,
+        off: uniform_off,
     },
     StageDef {
         name: "bench",
@@ -155,6 +237,7 @@ pub static GRAPH: [StageDef; 6] = [
         data: false,
         files: &[],
         upstream: &[
+            optional("transunet", &["best.safetensors"]),
             up("baseline", &["best.safetensors"]),
             up("search", &["weights.safetensors"]),
             up("compressed", &["model.toml", "weights.safetensors"]),
@@ -162,9 +245,14 @@ pub static GRAPH: [StageDef; 6] = [
                 "finetuned",
                 &["model/model.toml", "model/weights.safetensors"],
             ),
+            optional(
+                "uniform",
+                &["model/model.toml", "model/weights.safetensors"],
+            ),
         ],
         produces: &["latency.json"],
         make: stages::bench::make,
+        off: always,
     },
     StageDef {
         name: "report",
@@ -174,14 +262,17 @@ pub static GRAPH: [StageDef; 6] = [
         data: true,
         files: &[],
         upstream: &[
-            optional("baseline"),
-            optional("search"),
-            optional("compressed"),
-            optional("finetuned"),
-            optional("bench"),
+            optional("transunet", &[]),
+            optional("baseline", &[]),
+            optional("search", &[]),
+            optional("compressed", &[]),
+            optional("finetuned", &[]),
+            optional("uniform", &[]),
+            optional("bench", &[]),
         ],
         produces: &["report.md", "report.json"],
         make: crate::report::make,
+        off: always,
     },
 ];
 
@@ -336,6 +427,9 @@ pub enum State {
     Done(Box<StageRecord>),
     /// Complete but made from something else (or below such a stage); the reasons.
     Stale(Option<Box<StageRecord>>, Vec<String>),
+    /// Not part of a run with this configuration (a control that is off); why. Its folder,
+    /// if any, is left as it is.
+    Off(String),
 }
 
 impl State {
@@ -379,7 +473,7 @@ fn read_record(path: &Path) -> Result<Option<std::result::Result<StageRecord, St
 fn config_values(run: &Run, d: &StageDef) -> Result<BTreeMap<String, String>> {
     let doc = toml::Value::try_from(&run.cfg).context("the configuration as TOML")?;
     // Paths are identified by content elsewhere; run-time keys decide no training result.
-    let skip = [
+    let mut skip = vec![
         "data.root",
         "train.pretrained",
         "train.import",
@@ -387,8 +481,9 @@ fn config_values(run: &Run, d: &StageDef) -> Result<BTreeMap<String, String>> {
         "train.threads",
         "train.progress",
     ];
+    skip.extend(d.reads.iter().filter_map(|k| k.strip_prefix('!')));
     let mut out = BTreeMap::new();
-    for &key in d.reads {
+    for &key in d.reads.iter().filter(|k| !k.starts_with('!')) {
         match key {
             "device" => {
                 let d = match run.device() {
@@ -464,8 +559,9 @@ fn expected(
                 };
                 upstream.insert(u.stage.to_string(), files);
             }
-            State::Missing if u.optional => {}
+            State::Missing | State::Off(_) if u.optional => {}
             State::Missing => blocked.push(format!("{} is missing", u.stage)),
+            State::Off(why) => blocked.push(format!("{} is off ({why})", u.stage)),
             State::Stale(_, why) => {
                 blocked.push(format!("{} is stale ({})", u.stage, why.join("; ")))
             }
@@ -507,6 +603,9 @@ fn expected(
 
 /// The state of `d`, its upstream stages' states given.
 pub fn state_of(run: &Run, d: &StageDef, states: &States) -> Result<State> {
+    if let Some(why) = d.off_because(&run.cfg) {
+        return Ok(State::Off(why));
+    }
     let rec = match read_record(&run.stage(d.name).join(STAGE_RECORD))? {
         None => return Ok(State::Missing),
         Some(Err(why)) => return Ok(State::Stale(None, vec![why])),
@@ -612,6 +711,11 @@ fn refuse_blocked(run: &Run, d: &StageDef, states: &States) -> Result<()> {
                 ud.command,
                 run.root.display()
             ),
+            State::Off(why) if !u.optional => bail!(
+                "the {} stage, which {name} needs, is not part of this run: {why}",
+                u.stage,
+                name = d.name
+            ),
             State::Stale(_, why) => bail!(
                 "{}: the {} stage is stale: {}; redo it with `slimseg {} --run {}`, or run \
                  `slimseg reproduce --run {}`",
@@ -645,6 +749,9 @@ pub fn make(ctx: &mut Ctx<'_>, name: &str, force: bool) -> Result<Made> {
     let d = def(name);
     let states = states(run)?;
     let state = states.get(d.name).expect("every stage evaluated").clone();
+    if let State::Off(why) = &state {
+        bail!("the {name} stage is not part of this run: {why}");
+    }
     if let State::Done(rec) = &state {
         if !force {
             bail!(
@@ -677,7 +784,7 @@ pub fn make(ctx: &mut Ctx<'_>, name: &str, force: bool) -> Result<Made> {
     let target = run.stage(name);
     // A complete stage (done or stale) stays in place until its redo has succeeded.
     let staging = match &state {
-        State::Missing => None,
+        State::Missing | State::Off(_) => None,
         State::Done(_) => {
             eprintln!("[{name}] redo (--force), built beside the complete stage");
             Some(())

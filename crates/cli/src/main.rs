@@ -47,7 +47,8 @@ enum Command {
     Data(data_cmd::DataCommand),
     /// Shape, datatype, spacing, orientation and affine of a NIfTI file.
     VolumeInfo(data_cmd::VolumeInfoArgs),
-    /// Train the baseline (full model, no gates) into RUN/baseline.
+    /// Train the baseline (full model, no gates) into RUN/baseline, or with --transunet
+    /// the TransUNet control (no pixel module) into RUN/transunet.
     Train(stages::baseline::TrainArgs),
     /// Make the baseline from an official TransUNet checkpoint (.pth, no Python needed)
     /// instead of training it (RUN/baseline).
@@ -59,6 +60,9 @@ enum Command {
     Compress(stages::compress::CompressArgs),
     /// Fine-tune the compressed model (RUN/finetuned).
     Finetune(stages::finetune::FinetuneArgs),
+    /// The uniform-width control: the compressed model's cost spread evenly over the
+    /// blocks, sliced from the baseline and fine-tuned the same way (RUN/uniform).
+    Uniform(stages::uniform::UniformArgs),
     /// Each model's forward latency (RUN/bench), or a side measurement with other options
     /// (RUN/measurements).
     Bench(stages::bench::BenchArgs),
@@ -106,6 +110,7 @@ fn main() -> anyhow::Result<()> {
         Command::Search(a) => stages::search::cmd(a),
         Command::Compress(a) => stages::compress::cmd(a),
         Command::Finetune(a) => stages::finetune::cmd(a),
+        Command::Uniform(a) => stages::uniform::cmd(a),
         Command::Bench(a) => stages::bench::cmd(a),
         Command::Report(a) => report::report_cmd(a),
         Command::Reproduce(a) => reproduce::reproduce_cmd(a),

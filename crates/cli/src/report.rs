@@ -1,6 +1,7 @@
-//! `slimseg report RUN`: baseline, searched, compressed and fine-tuned models side by
-//! side (Markdown + JSON + PNG) in `RUN/report`, each with its own test-set scores and
-//! its own measured latency, and where every number came from: the stages'
+//! `slimseg report RUN`: the paper's experiment (TransUNet, DFTransUnet, searched,
+//! compressed, fine-tuned DFTransUnet-slim and the uniform control) side by side
+//! (Markdown + JSON + PNG) in `RUN/report`, each with its own test-set scores and its own
+//! measured latency, its paired comparisons with intervals, and where every number came from: the stages'
 //! fingerprints, the data's identity, the versions, device and threads. It is a stage of
 //! the graph, so it is only made from stages that are up to date with each other.
 
@@ -407,7 +408,7 @@ pub fn make(ctx: &mut Ctx<'_>, out: &Path) -> Result<()> {
         .as_ref()
         .map_or_else(Vec::new, |l| l.batches.clone());
     let mut rows = Vec::new();
-    for stage in ModelStage::ALL {
+    for stage in ModelStage::in_run(cfg) {
         let record = record(stage.dir());
         let done = record.is_some();
         let acc = if done {
@@ -417,7 +418,9 @@ pub fn make(ctx: &mut Ctx<'_>, out: &Path) -> Result<()> {
         };
         let info = match stage {
             _ if !done => None,
-            ModelStage::Baseline | ModelStage::Search => Some(model_info(&cfg.model, stage, None)?),
+            ModelStage::Transunet | ModelStage::Baseline | ModelStage::Search => {
+                Some(model_info(&cfg.model, stage, None)?)
+            }
             _ => Some(model_info(
                 &cfg.model,
                 stage,
@@ -441,6 +444,9 @@ pub fn make(ctx: &mut Ctx<'_>, out: &Path) -> Result<()> {
             record,
         });
     }
+    let row = |s: ModelStage| rows.iter().find(|r| r.stage == s);
+    let acc_of = |s: ModelStage| row(s).and_then(|r| r.acc.as_ref());
+    let title = |s: ModelStage| s.title(&cfg.model);
     let spec = match record("compressed") {
         Some(_) => Some(SubnetSpec::load_toml(
             run.stage("compressed").join(SUBNET_FILE),
@@ -459,14 +465,18 @@ pub fn make(ctx: &mut Ctx<'_>, out: &Path) -> Result<()> {
     let _ = writeln!(
         md,
         "Data: {data_desc}. Model: TransUNet, input {}x{}, hidden {}, {} blocks, {} heads, MLP {}, \
-         pixel head `{:?}`; baseline initialised {}. Test volumes: {}.\n",
+         {}; baseline initialised {}. Test volumes: {}.\n",
         cfg.model.img_size,
         cfg.model.img_size,
         cfg.model.hidden,
         cfg.model.layers,
         cfg.model.heads,
         cfg.model.mlp_dim,
-        cfg.model.pixel_head,
+        match cfg.model.pixel_head {
+            slimseg_model::PixelHead::None => "no pixel module (TransUNet)",
+            slimseg_model::PixelHead::DirectionField =>
+                "with the direction-field pixel module (DFTransUnet)",
+        },
         cfg.train.pretrained.as_ref().map_or_else(
             || "at random".to_string(),
             |p| format!("from `{}`", p.display())
@@ -483,17 +493,19 @@ pub fn make(ctx: &mut Ctx<'_>, out: &Path) -> Result<()> {
         );
     }
 
+    let comparisons = experiment_section(&mut md, cfg, &rows, &batches, full.params(), full.macs());
+
     let _ = writeln!(md, "## Accuracy on the test set\n");
     let _ = writeln!(
         md,
         "3D scores per volume (ED and ES), averaged over volumes; empty-mask convention `transunet`.\n"
     );
-    for (title, pick, scale, digits) in [
+    for (heading, pick, scale, digits) in [
         ("Dice (%)", 0usize, 100.0, 2usize),
         ("HD95 (mm)", 1, 1.0, 2),
         ("HD95 (voxels, medpy without spacing)", 2, 1.0, 2),
     ] {
-        let _ = writeln!(md, "**{title}**\n");
+        let _ = writeln!(md, "**{heading}**\n");
         let _ = writeln!(
             md,
             "| model | mean | RV | MYO | LV |\n|---|---:|---:|---:|---:|"
@@ -508,7 +520,7 @@ pub fn make(ctx: &mut Ctx<'_>, out: &Path) -> Result<()> {
             let _ = writeln!(
                 md,
                 "| {} | {} | {} | {} | {} |",
-                r.stage.label(),
+                title(r.stage),
                 f(v[3], scale, digits),
                 f(v[0], scale, digits),
                 f(v[1], scale, digits),
@@ -518,7 +530,7 @@ pub fn make(ctx: &mut Ctx<'_>, out: &Path) -> Result<()> {
         md.push('\n');
     }
 
-    let base_acc = rows[0].acc.clone();
+    let base_acc = acc_of(ModelStage::Baseline).cloned();
     let _ = writeln!(
         md,
         "**Mean Dice (%) over test volumes with its 95% bootstrap interval ({RESAMPLES} \
@@ -531,7 +543,7 @@ pub fn make(ctx: &mut Ctx<'_>, out: &Path) -> Result<()> {
     );
     for r in &rows {
         let Some(a) = &r.acc else {
-            let _ = writeln!(md, "| {} | – | – | – | – |", r.stage.label());
+            let _ = writeln!(md, "| {} | – | – | – | – |", title(r.stage));
             continue;
         };
         let ci = a.dice_ci.map_or("–".into(), |c| {
@@ -549,7 +561,7 @@ pub fn make(ctx: &mut Ctx<'_>, out: &Path) -> Result<()> {
         let _ = writeln!(
             md,
             "| {} | {ci} | {} | {} | {vs} |",
-            r.stage.label(),
+            title(r.stage),
             f(a.dice_ed_es[0], 100.0, 2),
             f(a.dice_ed_es[1], 100.0, 2)
         );
@@ -595,7 +607,7 @@ pub fn make(ctx: &mut Ctx<'_>, out: &Path) -> Result<()> {
                 let _ = writeln!(
                     md,
                     "| {} | {} | {} | {} | {} | {:+.1}% | {:+.1}% |{lat}",
-                    r.stage.label(),
+                    title(r.stage),
                     millions(i.params),
                     giga(i.macs),
                     giga(i.flops),
@@ -608,7 +620,7 @@ pub fn make(ctx: &mut Ctx<'_>, out: &Path) -> Result<()> {
                 let _ = writeln!(
                     md,
                     "| {} | – | – | – | – | – | – |{}",
-                    r.stage.label(),
+                    title(r.stage),
                     " – |".repeat(batches.len())
                 );
             }
@@ -619,8 +631,8 @@ pub fn make(ctx: &mut Ctx<'_>, out: &Path) -> Result<()> {
         .iter()
         .find(|r| r.stage == ModelStage::Compressed)
         .and_then(|r| r.info.as_ref());
-    let base_dice = rows[0].acc.as_ref().and_then(|a| a.dice[3]);
-    let ft_dice = rows[3].acc.as_ref().and_then(|a| a.dice[3]);
+    let base_dice = acc_of(ModelStage::Baseline).and_then(|a| a.dice[3]);
+    let ft_dice = acc_of(ModelStage::Finetuned).and_then(|a| a.dice[3]);
     let mut summary = json!({});
     if let Some(c) = comp {
         let (_, tm) = c.count.sum_prefix("transformer.encoder.layer.");
@@ -640,7 +652,7 @@ pub fn make(ctx: &mut Ctx<'_>, out: &Path) -> Result<()> {
         summary["param_reduction"] = json!(par_red);
     }
     if let (Some(b), Some(t)) = (base_dice, ft_dice) {
-        let pairedd = match (&rows[3].acc, &rows[0].acc) {
+        let pairedd = match (acc_of(ModelStage::Finetuned), acc_of(ModelStage::Baseline)) {
             (Some(a), Some(bb)) => paired(a, bb),
             _ => None,
         };
@@ -841,12 +853,15 @@ pub fn make(ctx: &mut Ctx<'_>, out: &Path) -> Result<()> {
                 v[0], v[1], v[2], v[3]
             );
         }
-        for r in [&rows[0], &rows[3]] {
+        for r in [row(ModelStage::Baseline), row(ModelStage::Finetuned)]
+            .into_iter()
+            .flatten()
+        {
             if let Some(a) = &r.acc {
                 let _ = writeln!(
                     md,
                     "| ours, {} | {} | {} | {} | {} |",
-                    r.stage.label(),
+                    title(r.stage),
                     f(a.dice[3], 100.0, 2),
                     f(a.dice[0], 100.0, 2),
                     f(a.dice[1], 100.0, 2),
@@ -870,12 +885,13 @@ pub fn make(ctx: &mut Ctx<'_>, out: &Path) -> Result<()> {
             "dice_convention": "transunet",
         },
         "models": rows.iter().map(|r| json!({
+            "name": r.stage.name(&cfg.model),
             "stage": r.stage,
-            "label": r.stage.label(),
+            "label": title(r.stage),
             "accuracy": r.acc,
             "dice_mean": r.acc.as_ref().and_then(|a| a.dice_ci.map(|c| c.mean)),
             "dice_ci95": r.acc.as_ref().and_then(|a| a.dice_ci.map(|c| [c.lo, c.hi])),
-            "dice_vs_baseline": match (&r.acc, &rows[0].acc, r.stage) {
+            "dice_vs_baseline": match (&r.acc, acc_of(ModelStage::Baseline), r.stage) {
                 (Some(a), Some(b), s) if s != ModelStage::Baseline => paired(a, b).map(|d| json!({
                     "mean": d.mean, "ci95": [d.lo, d.hi], "inside_noise": d.contains(0.0), "volumes": d.n,
                 })),
@@ -884,9 +900,14 @@ pub fn make(ctx: &mut Ctx<'_>, out: &Path) -> Result<()> {
             "params": r.info.as_ref().map(|i| i.params),
             "macs": r.info.as_ref().map(|i| i.macs),
             "flops": r.info.as_ref().map(|i| i.flops),
-            "latency_ms": r.latency_ms,
+            "latency_ms": batches
+                .iter()
+                .zip(&r.latency_ms)
+                .filter_map(|(b, v)| v.map(|v| (b.to_string(), json!(v))))
+                .collect::<serde_json::Map<_, _>>(),
             "stage_seconds": r.record.as_ref().map(|x| x.seconds),
         })).collect::<Vec<_>>(),
+        "comparisons": comparisons,
         "summary": summary,
         "subnet": spec,
         "latency": latency,
@@ -911,6 +932,137 @@ pub fn make(ctx: &mut Ctx<'_>, out: &Path) -> Result<()> {
     let md_path = out.join("report.md");
     slimseg_data::write_atomic(&md_path, md.as_bytes())
         .with_context(|| format!("cannot write {}", md_path.display()))
+}
+
+/// The comparisons the paper's experiment makes: each as (model, reference, what it
+/// tells), paired over the same test volumes.
+const COMPARISONS: [(ModelStage, ModelStage, &str); 4] = [
+    (
+        ModelStage::Baseline,
+        ModelStage::Transunet,
+        "the pixel module (DFTransUnet vs TransUNet)",
+    ),
+    (
+        ModelStage::Finetuned,
+        ModelStage::Transunet,
+        "the paper's claim (DFTransUnet-slim vs TransUNet)",
+    ),
+    (
+        ModelStage::Finetuned,
+        ModelStage::Baseline,
+        "compression (fine-tuned slim model vs the baseline it was searched from)",
+    ),
+    (
+        ModelStage::Finetuned,
+        ModelStage::Uniform,
+        "learned vs uniform allocation at no more cost (fine-tuned slim model vs uniform control)",
+    ),
+];
+
+/// Writes the experiment's headline table (each model's Dice with its interval, HD95 in
+/// both conventions, size and latency) and its paired comparisons in words; returns the
+/// comparisons for `report.json`.
+fn experiment_section(
+    md: &mut String,
+    cfg: &slimseg_search::RunConfig,
+    rows: &[Row],
+    batches: &[usize],
+    full_params: u64,
+    full_macs: u64,
+) -> Vec<serde_json::Value> {
+    let title = |s: ModelStage| s.title(&cfg.model);
+    let _ = writeln!(md, "## The experiment\n");
+    let _ = writeln!(
+        md,
+        "Mean Dice over test volumes (95% bootstrap interval), HD95 in mm and in voxels \
+         (medpy without spacing, as TransUNet reports it), size, and each model's own median \
+         latency{}.\n",
+        batches
+            .first()
+            .map_or(String::new(), |b| format!(" at batch {b}"))
+    );
+    let _ = writeln!(
+        md,
+        "| model | mean Dice (95% CI) | HD95 (mm) | HD95 (voxels) | params | MACs | latency (ms) |\n|---|---:|---:|---:|---:|---:|---:|"
+    );
+    for r in rows {
+        let dice = r
+            .acc
+            .as_ref()
+            .and_then(|a| a.dice_ci)
+            .map_or("–".into(), |c| {
+                format!(
+                    "{:.2} ({:.2}–{:.2})",
+                    100.0 * c.mean,
+                    100.0 * c.lo,
+                    100.0 * c.hi
+                )
+            });
+        let hd = |pick: fn(&Accuracy) -> Option<f64>| f(r.acc.as_ref().and_then(pick), 1.0, 2);
+        let size = r.info.as_ref().map_or(("–".into(), "–".into()), |i| {
+            (
+                format!(
+                    "{} ({:+.1}%)",
+                    millions(i.params),
+                    100.0 * (i.params as f64 / full_params as f64 - 1.0)
+                ),
+                format!(
+                    "{} ({:+.1}%)",
+                    giga(i.macs),
+                    100.0 * (i.macs as f64 / full_macs as f64 - 1.0)
+                ),
+            )
+        });
+        let _ = writeln!(
+            md,
+            "| {} | {dice} | {} | {} | {} | {} | {} |",
+            title(r.stage),
+            hd(|a| a.hd95_mm[3]),
+            hd(|a| a.hd95_vox[3]),
+            size.0,
+            size.1,
+            f(r.latency_ms.first().copied().flatten(), 1.0, 2)
+        );
+    }
+    md.push('\n');
+    let acc = |s: ModelStage| {
+        rows.iter()
+            .find(|r| r.stage == s)
+            .and_then(|r| r.acc.as_ref())
+    };
+    let mut out = Vec::new();
+    for (a, b, what) in COMPARISONS {
+        let (Some(x), Some(y)) = (acc(a), acc(b)) else {
+            continue;
+        };
+        let Some(d) = paired(x, y) else {
+            continue;
+        };
+        let _ = writeln!(md, "- {what}: {}.", describe_difference(&d));
+        out.push(json!({
+            "model": a.name(&cfg.model),
+            "reference": b.name(&cfg.model),
+            "what": what,
+            "dice_difference": d.mean,
+            "ci95": [d.lo, d.hi],
+            "inside_noise": d.contains(0.0),
+            "volumes": d.n,
+        }));
+    }
+    if let Some(r) = rows.iter().find(|r| r.stage == ModelStage::Uniform) {
+        if r.record.is_some() {
+            let _ = writeln!(
+                md,
+                "- The uniform control keeps the compressed subnet's kept fraction of head \
+                 dims, MLP units and tokens in every block (at most its parameters and MACs), \
+                 chosen by the baseline's weight norms and nearest the image centre, sliced \
+                 from the baseline and fine-tuned with the same schedule; it does not get the \
+                 search's epochs."
+            );
+        }
+    }
+    md.push('\n');
+    out
 }
 
 /// The side evaluations and measurements of a run, by path inside it.

@@ -1,5 +1,6 @@
-//! `slimseg reproduce`: every stage of the graph in order (train, search, compress,
-//! finetune, bench, report). A stage that is done is skipped; a stale one is redone (in a
+//! `slimseg reproduce`: every stage of the graph in order (train, the TransUNet control,
+//! search, compress, finetune, the uniform control, bench, report; a control that is off
+//! is skipped). A stage that is done is skipped; a stale one is redone (in a
 //! staging folder, swapped in when it succeeds) with everything below it, saying why; a
 //! missing one is made, and training inside an interrupted stage resumes from its last
 //! checkpoint, so running the same command again continues where it stopped.
@@ -39,8 +40,8 @@ pub struct ReproduceArgs {
     /// Timed runs of the latency benchmark (sets `bench.repeats`).
     #[arg(long)]
     pub bench_repeats: Option<usize>,
-    /// Redo this stage even if it is up to date; repeatable (baseline, search,
-    /// compressed, finetuned, bench, report). The stages below it are redone when what
+    /// Redo this stage even if it is up to date; repeatable (baseline, transunet, search,
+    /// compressed, finetuned, uniform, bench, report). The stages below it are redone when what
     /// they consume from it changed.
     #[arg(long, value_name = "STAGE")]
     pub force: Vec<String>,
@@ -82,6 +83,10 @@ pub fn reproduce_cmd(args: ReproduceArgs) -> Result<()> {
     for d in &GRAPH {
         let states = graph::states(&run)?;
         let forced = args.force.iter().any(|f| f == d.name);
+        if let State::Off(why) = &states[d.name] {
+            eprintln!("[{}] not part of this run: {why}", d.name);
+            continue;
+        }
         if let (State::Done(rec), false) = (&states[d.name], forced) {
             eprintln!("[{}] done (fingerprint {}), skipped", d.name, rec.id);
             times.push((d.name, "skipped (up to date)", rec.seconds));

@@ -72,7 +72,12 @@ pub fn cmd(args: StatusArgs) -> Result<()> {
     let mut total = 0.0;
     for d in &GRAPH {
         let state = &states[d.name];
+        let off;
         let (word, why) = match state {
+            State::Off(reason) => {
+                off = [reason.clone()];
+                ("off", &off[..])
+            }
             State::Missing if run.stage(d.name).exists() => ("partial", &[][..]),
             State::Missing => ("missing", &[][..]),
             State::Done(_) => ("done", &[][..]),
@@ -94,7 +99,9 @@ pub fn cmd(args: StatusArgs) -> Result<()> {
                 );
             }
             None => {
-                let hint = if run.stage(d.name).join(STAGE_RECORD).exists() {
+                let hint = if matches!(state, State::Off(_))
+                    || run.stage(d.name).join(STAGE_RECORD).exists()
+                {
                     String::new()
                 } else {
                     format!("`slimseg {}` makes it: {}", d.command, d.about)

@@ -30,4 +30,6 @@ pub use latency::{
 };
 pub use slice::{CompressedModel, Folding, compress, compress_checkpoint, slice_state};
 pub use store::{FORMAT, MANIFEST_FILE, Manifest, Summary, WEIGHTS_FILE};
-pub use target::{KeepFractions, arch_for_mac_reduction, structured_arch};
+pub use target::{
+    KeepFractions, WeightRanking, arch_for_mac_reduction, structured_arch, uniform_control,
+};

@@ -3,9 +3,14 @@
 //! the tokens nearest the image centre, and find the fraction that meets a MAC target.
 //!
 //! These are hand-made architectures, not searched ones: they fix the widths a searched
-//! subnet of the same size would have, which is what latency depends on.
+//! subnet of the same size would have, which is what latency depends on. The uniform
+//! control ([`uniform_control`]) is one of them sized like a learned subnet, the control
+//! that tells whether the search's non-uniform allocation beats uniform pruning.
+
+use std::collections::HashMap;
 
 use slimseg_model::{LayerArch, ModelConfig, SubnetArch};
+use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result};
 use crate::store::Summary;
@@ -130,4 +135,140 @@ pub fn arch_for_mac_reduction(
         }
     }
     Ok(best)
+}
+
+/// Importance order of the units of a full-width model, from its weights alone (no
+/// gates): per block and head, the head's dims by decreasing weight norm; per block, the
+/// MLP units by decreasing weight norm (ties by index).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WeightRanking {
+    /// `[block][head]`: dims of that head, most important first.
+    pub attn: Vec<Vec<Vec<usize>>>,
+    /// `[block]`: MLP units, most important first.
+    pub mlp: Vec<Vec<usize>>,
+}
+
+fn descending(scores: &[f64]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+    order
+}
+
+fn var<'a>(vars: &'a HashMap<String, Tensor>, name: &str) -> Result<&'a Tensor> {
+    vars.get(name)
+        .ok_or_else(|| Error::MissingVariable(name.to_string()))
+}
+
+/// Squared L2 norms of the rows (`dim = 1`) or columns (`dim = 0`) of a 2-d weight.
+fn norms(t: &Tensor, dim: i64) -> Result<Vec<f64>> {
+    let s = t
+        .to_kind(Kind::Double)
+        .square()
+        .sum_dim_intlist([dim].as_slice(), false, Kind::Double);
+    Ok(Vec::<f64>::try_from(s.to_device(tch::Device::Cpu))?)
+}
+
+impl WeightRanking {
+    /// Ranks a head dim `(h, d)` by the squared norm of its rows of the query, key and
+    /// value weights plus its column of the output projection, and an MLP unit by its
+    /// row of `fc1` plus its column of `fc2` (`vars`: official names, full widths).
+    pub fn of(cfg: &ModelConfig, vars: &HashMap<String, Tensor>) -> Result<Self> {
+        let full = SubnetArch::full_dims(cfg);
+        let _guard = tch::no_grad_guard();
+        let (mut attn, mut mlp) = (Vec::new(), Vec::new());
+        for l in 0..cfg.layers {
+            let p = format!("transformer.encoder.layer.{l}");
+            let mut score = norms(var(vars, &format!("{p}.attn.out.weight"))?, 0)?;
+            for w in ["query", "key", "value"] {
+                let rows = norms(var(vars, &format!("{p}.attn.{w}.weight"))?, 1)?;
+                if rows.len() != score.len() {
+                    return Err(Error::Invalid(format!(
+                        "{p}.attn.{w}.weight has {} rows, the output projection {} columns",
+                        rows.len(),
+                        score.len()
+                    )));
+                }
+                score.iter_mut().zip(rows).for_each(|(s, r)| *s += r);
+            }
+            if score.len() != full.heads * full.head_dim {
+                return Err(Error::Invalid(format!(
+                    "{p}.attn is {} wide, the configuration says {} heads x {} dims",
+                    score.len(),
+                    full.heads,
+                    full.head_dim
+                )));
+            }
+            attn.push(score.chunks(full.head_dim).map(descending).collect());
+            let mut units = norms(var(vars, &format!("{p}.ffn.fc1.weight"))?, 1)?;
+            let cols = norms(var(vars, &format!("{p}.ffn.fc2.weight"))?, 0)?;
+            if units.len() != full.mlp_dim || cols.len() != full.mlp_dim {
+                return Err(Error::Invalid(format!(
+                    "{p}.ffn has {} / {} units, the configuration says {}",
+                    units.len(),
+                    cols.len(),
+                    full.mlp_dim
+                )));
+            }
+            units.iter_mut().zip(cols).for_each(|(s, c)| *s += c);
+            mlp.push(descending(&units));
+        }
+        Ok(WeightRanking { attn, mlp })
+    }
+}
+
+/// The uniform-width control of a learned subnet: every block keeps the same number of
+/// dims in every head, the same number of MLP units and the same tokens. The counts are
+/// the learned subnet's kept fraction of each dimension over all blocks, rounded down
+/// (at least one of each); the dims and units kept are those `rank` puts first, the
+/// tokens those nearest the image centre; and the token count is lowered until the
+/// control's MACs are at most the learned subnet's. Its parameters are at most the
+/// learned subnet's by construction (unless one of each already exceeds them).
+/// Returns it with its counts.
+pub fn uniform_control(
+    cfg: &ModelConfig,
+    learned: &SubnetArch,
+    rank: &WeightRanking,
+) -> Result<(SubnetArch, Summary)> {
+    learned.check(cfg)?;
+    let full = SubnetArch::full_dims(cfg);
+    if rank.attn.len() != cfg.layers || rank.mlp.len() != cfg.layers {
+        return Err(Error::Invalid(format!(
+            "the weight ranking has {} blocks, the configuration {}",
+            rank.attn.len(),
+            cfg.layers
+        )));
+    }
+    let (fa, fm, ft) = learned.kept_fractions();
+    let floor = |f: f64, n: usize| ((f * n as f64 + 1e-9).floor() as usize).clamp(1, n);
+    let (a, m) = (floor(fa, full.head_dim), floor(fm, full.mlp_dim));
+    let build = |t: usize| -> Result<(SubnetArch, Summary)> {
+        let tokens = central_tokens(cfg.grid_size(), t);
+        let layers = (0..cfg.layers)
+            .map(|l| {
+                let sorted = |order: &[usize], k: usize| {
+                    let mut v = order[..k].to_vec();
+                    v.sort_unstable();
+                    v
+                };
+                LayerArch {
+                    head_dims: rank.attn[l].iter().map(|o| sorted(o, a)).collect(),
+                    mlp_units: sorted(&rank.mlp[l], m),
+                    tokens: tokens.clone(),
+                }
+            })
+            .collect();
+        let arch = SubnetArch { full, layers };
+        arch.check(cfg)?;
+        let summary = Summary::new(cfg, &arch)?;
+        Ok((arch, summary))
+    };
+    let limit = Summary::new(cfg, learned)?.macs;
+    let mut t = floor(ft, full.num_tokens);
+    loop {
+        let cand = build(t)?;
+        if cand.1.macs <= limit || t == 1 {
+            return Ok(cand);
+        }
+        t -= 1;
+    }
 }

@@ -405,6 +405,34 @@ pub struct RunConfig {
     /// The latency benchmark of a run's models.
     #[serde(default)]
     pub bench: BenchConfig,
+    /// The control models trained beside the searched one.
+    #[serde(default)]
+    pub controls: ControlsConfig,
+}
+
+/// The `[controls]` table: the models the report compares the compressed one with,
+/// besides the baseline it was searched from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlsConfig {
+    /// Train TransUNet, the baseline without the pixel module, next to the DFTransUnet
+    /// baseline (when `model.pixel_head` is on; otherwise the baseline is TransUNet).
+    /// Default true.
+    pub transunet: bool,
+    /// Build the uniform-width control: the subnet that keeps the compressed model's
+    /// fraction of head dims, MLP units and tokens in every block, at no more parameters
+    /// or MACs, sliced from the baseline and fine-tuned like the compressed model.
+    /// Default true.
+    pub uniform: bool,
+}
+
+impl Default for ControlsConfig {
+    fn default() -> Self {
+        ControlsConfig {
+            transunet: true,
+            uniform: true,
+        }
+    }
 }
 
 /// The `[bench]` table: how the run's latency benchmark times each model's forward pass.
@@ -456,6 +484,7 @@ impl RunConfig {
             select: SelectConfig::default(),
             finetune: FinetuneConfig::default(),
             bench: BenchConfig::default(),
+            controls: ControlsConfig::default(),
         }
     }
 
@@ -527,13 +556,14 @@ impl RunConfig {
     /// continued on another device counts as the same run (the trainer checks the thread
     /// count itself), and so are the paths of the data root and of the pretrained
     /// checkpoint, which a caller identifies by content (a moved run is the same run), as
-    /// is `[bench]`, which no training reads.
+    /// are `[bench]` and `[controls]`, which no training reads.
     pub fn result_identity(&self) -> Result<String> {
         let mut c = self.clone();
         c.data.root = None;
         c.train.pretrained = None;
         c.train.import = None;
         c.bench = BenchConfig::default();
+        c.controls = ControlsConfig::default();
         c.train.device = DeviceChoice::Auto;
         c.train.threads = 0;
         c.train.progress = true;

@@ -1,5 +1,7 @@
-//! `train`: the baseline, the full model trained without gates, into `RUN/baseline`; or
-//! `import`: the baseline taken from an official TransUNet checkpoint (`train.import`).
+//! `train`: the baseline, the full model trained without gates, into `RUN/baseline`
+//! (`train --transunet`: the TransUNet control, the same model without the pixel module
+//! trained the same way, into `RUN/transunet`); or `import`: the baseline taken from an
+//! official TransUNet checkpoint (`train.import`).
 
 use std::path::{Path, PathBuf};
 
@@ -8,7 +10,9 @@ use clap::Args;
 use slimseg_model::weights::{load_official_pth, load_official_state_dict, save_safetensors};
 use slimseg_search::stages::{Network, run_baseline};
 
-use super::{EVAL_FILE, StageArgs, StopArgs, eval_test, incomplete, make_one, train_options};
+use super::{
+    EVAL_FILE, ModelStage, StageArgs, StopArgs, eval_test, incomplete, make_one, train_options,
+};
 use crate::graph::Ctx;
 use crate::run::{Open, Run, SynthSize, write_json};
 
@@ -25,6 +29,11 @@ pub struct TrainArgs {
     pub pretrained: Option<PathBuf>,
     #[command(flatten)]
     pub synth: SynthSize,
+    /// Train the TransUNet control instead: the configured model without the pixel
+    /// module, with the same schedule and seed, into `RUN/transunet` (when
+    /// `model.pixel_head` is on).
+    #[arg(long)]
+    pub transunet: bool,
 }
 
 /// `train`.
@@ -40,6 +49,9 @@ pub fn cmd(a: TrainArgs) -> Result<()> {
         },
     )?;
     let mut run = run;
+    if a.transunet {
+        return make_one(&run, "transunet", a.stage.force, a.stop.stop_after);
+    }
     // `train` trains: a checkpoint imported earlier no longer makes the baseline.
     run.cfg.train.import = None;
     make_one(&run, "baseline", a.stage.force, a.stop.stop_after)
@@ -138,6 +150,30 @@ pub fn make(ctx: &mut Ctx<'_>, dir: &Path) -> Result<()> {
     let cohort = ctx.cohort()?;
     eprintln!("[baseline] training into {}", dir.display());
     let (mut net, m) = run_baseline(&run.cfg, cohort, dir, &opts)?;
+    if !m.completed {
+        return Err(incomplete(stop, dir, "training", m.epochs));
+    }
+    net.load(dir.join("best.safetensors"))?;
+    let rep = eval_test(run, &net.model, &cohort.test)?;
+    write_json(&dir.join(EVAL_FILE), &rep)
+}
+
+/// Trains the TransUNet control into `dir`: the run's model without the pixel module,
+/// with the baseline's schedule, seed and data (never from `train.import`), and
+/// evaluates its best weights on the test set.
+pub fn make_transunet(ctx: &mut Ctx<'_>, dir: &Path) -> Result<()> {
+    let run = ctx.run;
+    let mut cfg = run.cfg.clone();
+    cfg.model = ModelStage::Transunet.model_config(&cfg.model);
+    cfg.train.import = None;
+    let opts = train_options(ctx);
+    let stop = ctx.stop_after;
+    let cohort = ctx.cohort()?;
+    eprintln!(
+        "[transunet] training TransUNet (no pixel module) into {}",
+        dir.display()
+    );
+    let (mut net, m) = run_baseline(&cfg, cohort, dir, &opts)?;
     if !m.completed {
         return Err(incomplete(stop, dir, "training", m.epochs));
     }

@@ -154,7 +154,7 @@ fn measure(run: &Run, stages: &[(ModelStage, String)], cfg: &BenchConfig) -> Res
 pub fn make(ctx: &mut Ctx<'_>, dir: &Path) -> Result<()> {
     let run = ctx.run;
     let states = graph::states(run)?;
-    let stages: Vec<(ModelStage, String)> = ModelStage::ALL
+    let stages: Vec<(ModelStage, String)> = ModelStage::in_run(&run.cfg)
         .iter()
         .map(|s| {
             let id = states[s.dir()]

@@ -1,5 +1,5 @@
 //! The pipeline stages, one file each (`baseline`, `search`, `compress`, `finetune`,
-//! `bench`), and what they share: the models of a run's stages, their evaluation on the
+//! `uniform`, `bench`), and what they share: the models of a run's stages, their evaluation on the
 //! test set and their sizes. Each stage's `make` builds it into a folder; the graph
 //! ([`crate::graph`]) decides when, and records it.
 
@@ -8,6 +8,7 @@ pub mod bench;
 pub mod compress;
 pub mod finetune;
 pub mod search;
+pub mod uniform;
 
 use std::path::Path;
 use std::time::Instant;
@@ -18,10 +19,10 @@ use serde::{Deserialize, Serialize};
 use slimseg_compress::{CompressedModel, Manifest};
 use slimseg_data::metrics::Convention;
 use slimseg_model::count::{ModelCount, count};
-use slimseg_model::{ModelConfig, SubnetArch, TransUnet};
+use slimseg_model::{ModelConfig, PixelHead, SubnetArch, TransUnet};
 use slimseg_search::data::EvalVolume;
 use slimseg_search::stages::Network;
-use slimseg_search::{EvalOptions, EvalReport, evaluate};
+use slimseg_search::{EvalOptions, EvalReport, RunConfig, evaluate};
 use tch::{Device, nn};
 
 use crate::graph::{self, Ctx, Made};
@@ -29,7 +30,8 @@ use crate::run::{DataArgs, Open, Run, RunArgs, read_json};
 
 /// File of the test-set evaluation in each model stage's folder.
 pub const EVAL_FILE: &str = "eval.json";
-/// Folder (inside `finetuned/`) holding the fine-tuned model in the compressed format.
+/// Folder (inside `finetuned/` and `uniform/`) holding the fine-tuned model in the
+/// compressed format.
 pub const FINETUNED_MODEL_DIR: &str = "model";
 
 /// Options of every command that makes one stage.
@@ -109,7 +111,11 @@ pub fn incomplete(
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ModelStage {
-    /// The trained full model (`baseline/best.safetensors`).
+    /// The TransUNet control: the full model without the pixel module, trained like the
+    /// baseline (`transunet/best.safetensors`; only when the baseline has the module).
+    Transunet,
+    /// The trained full model (`baseline/best.safetensors`): DFTransUnet when
+    /// `model.pixel_head` is on, TransUNet otherwise.
     Baseline,
     /// The searched full model with its soft gates (`search/weights.safetensors`).
     Search,
@@ -117,45 +123,93 @@ pub enum ModelStage {
     Compressed,
     /// The fine-tuned sliced model (`finetuned/model/`).
     Finetuned,
+    /// The uniform-width control of the compressed model's cost, sliced from the
+    /// baseline and fine-tuned the same way (`uniform/model/`).
+    Uniform,
 }
 
 impl ModelStage {
     /// All stages in pipeline order.
-    pub const ALL: [ModelStage; 4] = [
+    pub const ALL: [ModelStage; 6] = [
+        ModelStage::Transunet,
         ModelStage::Baseline,
         ModelStage::Search,
         ModelStage::Compressed,
         ModelStage::Finetuned,
+        ModelStage::Uniform,
     ];
+
+    /// The model stages that are part of `cfg`'s experiment, in pipeline order.
+    pub fn in_run(cfg: &RunConfig) -> Vec<ModelStage> {
+        Self::ALL
+            .into_iter()
+            .filter(|s| graph::def(s.dir()).off_because(cfg).is_none())
+            .collect()
+    }
 
     /// Folder name.
     pub fn dir(self) -> &'static str {
         match self {
+            ModelStage::Transunet => "transunet",
             ModelStage::Baseline => "baseline",
             ModelStage::Search => "search",
             ModelStage::Compressed => "compressed",
             ModelStage::Finetuned => "finetuned",
+            ModelStage::Uniform => "uniform",
         }
     }
 
     /// Name in tables.
     pub fn label(self) -> &'static str {
         match self {
+            ModelStage::Transunet => "TransUNet",
             ModelStage::Baseline => "baseline",
             ModelStage::Search => "searched (soft gates)",
             ModelStage::Compressed => "compressed",
             ModelStage::Finetuned => "fine-tuned",
+            ModelStage::Uniform => "uniform control",
+        }
+    }
+
+    /// The model's name in the paper's terms under `cfg` (`report.json`'s `name`):
+    /// `transunet`, `dftransunet` (the baseline with the pixel module; `transunet`
+    /// without), `searched`, `compressed`, `finetuned` (DFTransUnet-slim) or `uniform`.
+    pub fn name(self, cfg: &ModelConfig) -> &'static str {
+        match self {
+            ModelStage::Transunet => "transunet",
+            ModelStage::Baseline if cfg.pixel_head == PixelHead::None => "transunet",
+            ModelStage::Baseline => "dftransunet",
+            ModelStage::Search => "searched",
+            ModelStage::Compressed => "compressed",
+            ModelStage::Finetuned => "finetuned",
+            ModelStage::Uniform => "uniform",
+        }
+    }
+
+    /// Name in the report's tables under `cfg`: the paper's model names where they apply.
+    pub fn title(self, cfg: &ModelConfig) -> &'static str {
+        let df = cfg.pixel_head != PixelHead::None;
+        match self {
+            ModelStage::Baseline if df => "DFTransUnet (baseline)",
+            ModelStage::Baseline => "TransUNet (baseline)",
+            ModelStage::Finetuned if df => "DFTransUnet-slim (fine-tuned)",
+            other => other.label(),
         }
     }
 
     /// The command that makes it.
     pub fn command(self) -> &'static str {
-        match self {
-            ModelStage::Baseline => "train",
-            ModelStage::Search => "search",
-            ModelStage::Compressed => "compress",
-            ModelStage::Finetuned => "finetune",
+        graph::def(self.dir()).command
+    }
+
+    /// The model configuration of the stage's network: the run's `[model]`, without the
+    /// pixel module for the TransUNet control.
+    pub fn model_config(self, cfg: &ModelConfig) -> ModelConfig {
+        let mut c = cfg.clone();
+        if self == ModelStage::Transunet {
+            c.pixel_head = PixelHead::None;
         }
+        c
     }
 }
 
@@ -185,10 +239,10 @@ pub fn load_stage_model(run: &Run, stage: ModelStage, device: Device) -> Result<
         run.root.display()
     );
     match stage {
-        ModelStage::Baseline => {
+        ModelStage::Transunet | ModelStage::Baseline => {
             let path = dir.join("best.safetensors");
             has_weights(&path, &hint)?;
-            let mut net = Network::new(cfg, device, run.cfg.train.seed)?;
+            let mut net = Network::new(&stage.model_config(cfg), device, run.cfg.train.seed)?;
             net.load(&path)
                 .with_context(|| format!("{} does not fit the configured model", path.display()))?;
             Ok(LoadedModel {
@@ -212,12 +266,8 @@ pub fn load_stage_model(run: &Run, stage: ModelStage, device: Device) -> Result<
                 model: net.model,
             })
         }
-        ModelStage::Compressed | ModelStage::Finetuned => {
-            let dir = if stage == ModelStage::Finetuned {
-                dir.join(FINETUNED_MODEL_DIR)
-            } else {
-                dir
-            };
+        ModelStage::Compressed | ModelStage::Finetuned | ModelStage::Uniform => {
+            let dir = model_dir(run, stage);
             has_weights(&dir.join(slimseg_compress::MANIFEST_FILE), &hint)?;
             let cm = CompressedModel::load(&dir, device).with_context(|| {
                 format!("cannot load the compressed model in {}", dir.display())
@@ -290,35 +340,39 @@ pub struct BlockInfo {
     pub macs: u64,
 }
 
+/// The folder of a sliced stage's model in the compressed format.
+fn model_dir(run: &Run, stage: ModelStage) -> std::path::PathBuf {
+    match stage {
+        ModelStage::Finetuned | ModelStage::Uniform => {
+            run.stage(stage.dir()).join(FINETUNED_MODEL_DIR)
+        }
+        _ => run.stage(stage.dir()),
+    }
+}
+
 /// The architecture of a stage (`None`: full width).
 pub fn stage_arch(run: &Run, stage: ModelStage) -> Result<Option<SubnetArch>> {
     Ok(match stage {
-        ModelStage::Baseline | ModelStage::Search => None,
-        ModelStage::Compressed => {
-            let dir = run.stage("compressed");
+        ModelStage::Transunet | ModelStage::Baseline | ModelStage::Search => None,
+        ModelStage::Compressed | ModelStage::Finetuned | ModelStage::Uniform => {
+            let dir = model_dir(run, stage);
             has_weights(
                 &dir.join(slimseg_compress::MANIFEST_FILE),
-                "run `slimseg compress` first",
-            )?;
-            Some(Manifest::load(&dir)?.arch)
-        }
-        ModelStage::Finetuned => {
-            let dir = run.stage("finetuned").join(FINETUNED_MODEL_DIR);
-            has_weights(
-                &dir.join(slimseg_compress::MANIFEST_FILE),
-                "run `slimseg finetune` first",
+                &format!("run `slimseg {}` first", stage.command()),
             )?;
             Some(Manifest::load(&dir)?.arch)
         }
     })
 }
 
-/// Counts and kept widths of a model of `cfg` with `arch`.
+/// Counts and kept widths of the model of `stage` under the run's `[model]` `cfg`, with
+/// `arch`.
 pub fn model_info(
     cfg: &ModelConfig,
     stage: ModelStage,
     arch: Option<&SubnetArch>,
 ) -> Result<ModelInfo> {
+    let cfg = &stage.model_config(cfg);
     let c = count(cfg, arch)?;
     let full = SubnetArch::full(cfg);
     let a = arch.unwrap_or(&full);
