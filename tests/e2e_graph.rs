@@ -33,16 +33,17 @@ fn a_changed_stage_makes_everything_below_it_stale_and_reproduce_redoes_it() {
     // A second call does nothing.
     let t = text(&ok(&["reproduce", "--run", r]));
     assert!(!t.contains("redone") && !t.contains("training into"), "{t}");
-    assert_eq!(t.matches("] done (fingerprint").count(), 6, "{t}");
+    assert_eq!(t.matches("] done (fingerprint").count(), 8, "{t}");
 
     // Another budget for the compressed stage: the fine-tuned model, the benchmark and
     // the report are now stale, and say why.
     ok(&["compress", "--run", r, "--force", "--target-macs", "0.5"]);
     let s = status(r);
     assert!(stage_line(&s, "compressed").contains(" done "), "{s}");
-    for stage in ["finetuned", "bench", "report"] {
+    for stage in ["finetuned", "uniform", "bench", "report"] {
         assert!(stage_line(&s, stage).contains(" stale "), "{stage}:\n{s}");
     }
+    assert!(stage_line(&s, "transunet").contains(" done "), "{s}");
     assert!(s.contains("why: compressed changed"), "{s}");
     // A single-stage command on a stale upstream refuses, naming it and why.
     fails(
@@ -57,14 +58,36 @@ fn a_changed_stage_makes_everything_below_it_stale_and_reproduce_redoes_it() {
         "{t}"
     );
     assert!(t.contains("[compressed] done"), "{t}");
+    assert!(
+        t.contains("[uniform] stale, redone: compressed changed"),
+        "{t}"
+    );
     let rep = json(&run.join("report/report.json"));
-    let models = rep["models"].as_array().unwrap();
-    assert_eq!(models[2]["macs"], models[3]["macs"], "{rep}");
-    assert_eq!(models[2]["params"], models[3]["params"], "{rep}");
+    let model = |name: &str| {
+        rep["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {rep}"))
+            .clone()
+    };
+    let (c, f, b, u) = (
+        model("compressed"),
+        model("finetuned"),
+        model("dftransunet"),
+        model("uniform"),
+    );
+    assert_eq!(c["macs"], f["macs"], "{rep}");
+    assert_eq!(c["params"], f["params"], "{rep}");
     let budget = &json(&run.join("compressed/compress.json"))["budget"];
     assert_eq!(budget["keep"], 0.5, "{budget}");
-    let macs = |i: usize| models[i]["macs"].as_f64().unwrap();
-    assert!(macs(3) <= 0.5 * macs(0) + 1.0, "{rep}");
+    let macs = |m: &serde_json::Value| m["macs"].as_f64().unwrap();
+    assert!(macs(&f) <= 0.5 * macs(&b) + 1.0, "{rep}");
+    assert!(
+        macs(&u) <= macs(&c),
+        "the control follows the new subnet: {rep}"
+    );
     // The run's configuration now holds the budget its stages were made with.
     let cfg = std::fs::read_to_string(run.join("config.toml")).unwrap();
     assert!(cfg.contains("keep = 0.5"), "{cfg}");
@@ -90,6 +113,32 @@ fn a_changed_stage_makes_everything_below_it_stale_and_reproduce_redoes_it() {
         &["reproduce", "--run", r, "--force", "benchh"],
         &["no such stage"],
     );
+
+    // A control turned off: skipped, and the benchmark and report are redone without it.
+    let t = text(&ok(&[
+        "reproduce",
+        "--run",
+        r,
+        "--set",
+        "controls.uniform=false",
+    ]));
+    assert!(
+        t.contains("[uniform] not part of this run: controls.uniform = false"),
+        "{t}"
+    );
+    assert!(t.contains("[bench] stale, redone"), "{t}");
+    let rep = json(&run.join("report/report.json"));
+    assert!(
+        rep["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["name"] != "uniform"),
+        "{rep}"
+    );
+    let s = status(r);
+    assert!(stage_line(&s, "uniform").contains(" off "), "{s}");
+    fails(&["uniform", "--run", r], &["not part of this run"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -140,13 +189,13 @@ fn side_results_never_replace_the_run_results() {
 
     // The report is still up to date, and shows the stage's own latency of each model.
     let t = text(&ok(&["reproduce", "--run", r]));
-    assert_eq!(t.matches("] done (fingerprint").count(), 6, "{t}");
+    assert_eq!(t.matches("] done (fingerprint").count(), 8, "{t}");
     assert_eq!(std::fs::read(run.join("report/report.md")).unwrap(), report);
     let bench = json(&run.join("bench/latency.json"));
     let rep = json(&run.join("report/report.json"));
     for (i, m) in rep["models"].as_array().unwrap().iter().enumerate() {
         assert_eq!(
-            m["latency_ms"][0], bench["models"][i]["stats"][0]["median_ms"],
+            m["latency_ms"]["1"], bench["models"][i]["stats"][0]["median_ms"],
             "{m}"
         );
     }

@@ -43,6 +43,9 @@ fn pipeline_end_to_end() {
         "baseline/metrics.json",
         "baseline/eval.json",
         "baseline/stage.json",
+        "transunet/best.safetensors",
+        "transunet/eval.json",
+        "transunet/stage.json",
         "search/weights.safetensors",
         "search/gates_end.json",
         "search/eval.json",
@@ -56,6 +59,11 @@ fn pipeline_end_to_end() {
         "finetuned/log.csv",
         "finetuned/eval.json",
         "finetuned/stage.json",
+        "uniform/model/model.toml",
+        "uniform/model/weights.safetensors",
+        "uniform/uniform.json",
+        "uniform/eval.json",
+        "uniform/stage.json",
         "bench/latency.json",
         "bench/stage.json",
         "report/report.json",
@@ -86,10 +94,15 @@ fn pipeline_end_to_end() {
         "HD95 (mm)",
         "HD95 (voxels",
         "FLOPs = 2 x MACs",
-        "| baseline |",
+        "## The experiment",
+        "| TransUNet |",
+        "| DFTransUnet (baseline) |",
         "| searched (soft gates) |",
         "| compressed |",
-        "| fine-tuned |",
+        "| DFTransUnet-slim (fine-tuned) |",
+        "| uniform control |",
+        "the paper's claim (DFTransUnet-slim vs TransUNet)",
+        "learned vs uniform allocation",
         "## Kept widths per transformer block",
         "![gates](gates.png)",
         "![curves](curves.png)",
@@ -103,20 +116,68 @@ fn pipeline_end_to_end() {
     );
     let rep = json(&run.join("report/report.json"));
     let models = rep["models"].as_array().unwrap();
-    assert_eq!(models.len(), 4);
-    let macs = |i: usize| models[i]["macs"].as_u64().unwrap();
+    let names: Vec<&str> = models.iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "transunet",
+            "dftransunet",
+            "searched",
+            "compressed",
+            "finetuned",
+            "uniform"
+        ]
+    );
+    let model = |name: &str| &models[names.iter().position(|n| *n == name).unwrap()];
+    let macs = |name: &str| model(name)["macs"].as_u64().unwrap();
+    let params = |name: &str| model(name)["params"].as_u64().unwrap();
     assert!(
-        macs(2) < macs(0),
+        macs("compressed") < macs("dftransunet"),
         "compressed has fewer MACs than the baseline"
     );
-    assert_eq!(macs(2), macs(3), "fine-tuning keeps the architecture");
-    assert_eq!(models[0]["flops"].as_u64().unwrap(), 2 * macs(0));
+    assert_eq!(
+        macs("compressed"),
+        macs("finetuned"),
+        "fine-tuning keeps the architecture"
+    );
+    assert!(
+        macs("uniform") <= macs("compressed") && params("uniform") <= params("compressed"),
+        "the uniform control costs no more than the compressed model"
+    );
+    assert!(
+        params("transunet") < params("dftransunet"),
+        "TransUNet lacks the pixel module"
+    );
+    assert_eq!(
+        model("dftransunet")["flops"].as_u64().unwrap(),
+        2 * macs("dftransunet")
+    );
     for m in models {
         assert!(
-            m["latency_ms"][0].as_f64().unwrap() > 0.0,
-            "own latency: {m}"
+            m["latency_ms"]["1"].as_f64().unwrap() > 0.0,
+            "own latency at batch 1: {m}"
         );
     }
+    let pairs: Vec<(&str, &str)> = rep["comparisons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["model"].as_str().unwrap(),
+                c["reference"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        pairs,
+        [
+            ("dftransunet", "transunet"),
+            ("finetuned", "transunet"),
+            ("finetuned", "dftransunet"),
+            ("finetuned", "uniform")
+        ]
+    );
     assert!(rep["provenance"]["commit"].is_string());
     // Each model's mean Dice with its bootstrap interval; the others paired to the baseline.
     for m in models {
@@ -124,11 +185,11 @@ fn pipeline_end_to_end() {
         let (lo, hi) = (ci[0].as_f64().unwrap(), ci[1].as_f64().unwrap());
         assert!(lo <= mean && mean <= hi, "{m}");
     }
-    assert!(models[0]["dice_vs_baseline"].is_null());
-    assert!(models[3]["dice_vs_baseline"]["ci95"].is_array());
+    assert!(model("dftransunet")["dice_vs_baseline"].is_null());
+    assert!(model("finetuned")["dice_vs_baseline"]["ci95"].is_array());
     assert!(md.contains("95% bootstrap interval"), "{md}");
-    assert_eq!(rep["provenance"]["stages"].as_object().unwrap().len(), 5);
-    assert!(models[0]["accuracy"]["dice"].is_array());
+    assert_eq!(rep["provenance"]["stages"].as_object().unwrap().len(), 7);
+    assert!(model("dftransunet")["accuracy"]["dice"].is_array());
 
     // Second reproduce: nothing is retrained.
     let best = run.join("baseline/best.safetensors");
@@ -137,9 +198,11 @@ fn pipeline_end_to_end() {
     let t = text(&o);
     for stage in [
         "baseline",
+        "transunet",
         "search",
         "compressed",
         "finetuned",
+        "uniform",
         "bench",
         "report",
     ] {
@@ -229,7 +292,7 @@ fn pipeline_end_to_end() {
         info["flops"].as_u64().unwrap(),
         2 * info["macs"].as_u64().unwrap()
     );
-    assert_eq!(info["macs"].as_u64().unwrap(), macs(2));
+    assert_eq!(info["macs"].as_u64().unwrap(), macs("compressed"));
 
     // bench with other options: a side measurement of every model.
     let bench_json = dir.join("bench.json");
@@ -250,7 +313,7 @@ fn pipeline_end_to_end() {
     ]);
     let b = json(&bench_json);
     assert_eq!(b["batches"][0], 2);
-    assert_eq!(b["models"].as_array().unwrap().len(), 4);
+    assert_eq!(b["models"].as_array().unwrap().len(), 6);
     assert!(b["models"][2]["stats"][0]["median_ms"].as_f64().unwrap() > 0.0);
 
     // eval: a side evaluation; the stage's own evaluation stays.

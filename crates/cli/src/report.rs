@@ -678,9 +678,12 @@ pub fn make(ctx: &mut Ctx<'_>, out: &Path) -> Result<()> {
         let _ = writeln!(md, "## Kept widths per transformer block\n");
         let _ = writeln!(
             md,
-            "Budget `{:?}`, floors `{:?}`; thresholds (smallest kept gate): attention {}, MLP {}, token {}.\n",
+            "Budget: {}; floors per block: {} attention dim(s), {} MLP unit(s), {} token(s). \
+             Thresholds (smallest kept gate): attention {}, MLP {}, token {}.\n",
             spec.budget,
-            spec.floors,
+            spec.floors.attn_dims,
+            spec.floors.mlp_units,
+            spec.floors.tokens,
             f(spec.thresholds.attn, 1.0, 4),
             f(spec.thresholds.mlp, 1.0, 4),
             f(spec.thresholds.token, 1.0, 4)
@@ -1053,8 +1056,9 @@ fn experiment_section(
         if r.record.is_some() {
             let _ = writeln!(
                 md,
-                "- The uniform control keeps the compressed subnet's kept fraction of head \
-                 dims, MLP units and tokens in every block (at most its parameters and MACs), \
+                "- The uniform control keeps the compressed subnet's kept fraction of \
+                 attention dims, MLP units and tokens in every block (at most its parameters \
+                 and MACs), \
                  chosen by the baseline's weight norms and nearest the image centre, sliced \
                  from the baseline and fine-tuned with the same schedule; it does not get the \
                  search's epochs."

@@ -217,12 +217,12 @@ impl WeightRanking {
 }
 
 /// The uniform-width control of a learned subnet: every block keeps the same number of
-/// dims in every head, the same number of MLP units and the same tokens. The counts are
-/// the learned subnet's kept fraction of each dimension over all blocks, rounded down
-/// (at least one of each); the dims and units kept are those `rank` puts first, the
-/// tokens those nearest the image centre; and the token count is lowered until the
-/// control's MACs are at most the learned subnet's. Its parameters are at most the
-/// learned subnet's by construction (unless one of each already exceeds them).
+/// attention dims (spread over the heads as evenly as possible, the first heads taking
+/// the remainder), the same number of MLP units and the same tokens. The counts are the
+/// learned subnet's kept share of each dimension over all blocks, rounded down; the dims
+/// and units kept are those `rank` puts first, the tokens those nearest the image
+/// centre; and the token count is lowered until the control's MACs are at most the
+/// learned subnet's. Its parameters are at most the learned subnet's by construction.
 /// Returns it with its counts.
 pub fn uniform_control(
     cfg: &ModelConfig,
@@ -239,22 +239,28 @@ pub fn uniform_control(
         )));
     }
     let (fa, fm, ft) = learned.kept_fractions();
-    let floor = |f: f64, n: usize| ((f * n as f64 + 1e-9).floor() as usize).clamp(1, n);
-    let (a, m) = (floor(fa, full.head_dim), floor(fm, full.mlp_dim));
+    let floor = |f: f64, n: usize| ((f * n as f64 + 1e-9).floor() as usize).min(n);
+    let attn = floor(fa, full.heads * full.head_dim);
+    let widths: Vec<usize> = (0..full.heads)
+        .map(|h| attn / full.heads + usize::from(h < attn % full.heads))
+        .collect();
+    let m = floor(fm, full.mlp_dim);
     let build = |t: usize| -> Result<(SubnetArch, Summary)> {
         let tokens = central_tokens(cfg.grid_size(), t);
+        let sorted = |order: &[usize], k: usize| {
+            let mut v = order[..k].to_vec();
+            v.sort_unstable();
+            v
+        };
         let layers = (0..cfg.layers)
-            .map(|l| {
-                let sorted = |order: &[usize], k: usize| {
-                    let mut v = order[..k].to_vec();
-                    v.sort_unstable();
-                    v
-                };
-                LayerArch {
-                    head_dims: rank.attn[l].iter().map(|o| sorted(o, a)).collect(),
-                    mlp_units: sorted(&rank.mlp[l], m),
-                    tokens: tokens.clone(),
-                }
+            .map(|l| LayerArch {
+                head_dims: rank.attn[l]
+                    .iter()
+                    .zip(&widths)
+                    .map(|(o, &k)| sorted(o, k))
+                    .collect(),
+                mlp_units: sorted(&rank.mlp[l], m),
+                tokens: tokens.clone(),
             })
             .collect();
         let arch = SubnetArch { full, layers };
@@ -266,7 +272,7 @@ pub fn uniform_control(
     let mut t = floor(ft, full.num_tokens);
     loop {
         let cand = build(t)?;
-        if cand.1.macs <= limit || t == 1 {
+        if cand.1.macs <= limit || t == 0 {
             return Ok(cand);
         }
         t -= 1;

@@ -77,7 +77,8 @@ pub struct ModelConfigFile {
 
 impl ModelConfig {
     /// Official TransUNet R50-ViT-B/16 at 224x224 with 4 classes (105,276,356 parameters
-    /// without the pixel classification module).
+    /// without the pixel classification module, which is off here; `configs/paper.toml`
+    /// turns it on: DFTransUnet).
     pub fn paper() -> Self {
         ModelConfig {
             img_size: 224,
@@ -102,7 +103,8 @@ impl ModelConfig {
     /// Same structure as [`Self::paper`] at a 96x96 input (6x6 token grid), scaled down
     /// for fast training steps at batch 8 on 2 CPU cores with the paper model's balance
     /// kept: the transformer blocks carry 59.6% of the MACs (paper: 59.5%). 2,058,060
-    /// parameters.
+    /// parameters. Like [`Self::paper`] it is the TransUNet network, without the pixel
+    /// module; `configs/tiny.toml` turns the module on (DFTransUnet).
     pub fn tiny() -> Self {
         ModelConfig {
             img_size: 96,

@@ -12,14 +12,16 @@ fn repo_file(rel: &str) -> std::path::PathBuf {
 }
 
 #[test]
-fn config_files_equal_presets() {
+fn config_files_equal_presets_with_the_pixel_module() {
+    // The files are DFTransUnet, the paper's model: the presets with the module on.
+    let df = PixelHead::DirectionField;
     assert_eq!(
         ModelConfig::from_toml_file(repo_file("configs/paper.toml")).unwrap(),
-        ModelConfig::paper()
+        ModelConfig::paper().with_pixel_head(df)
     );
     assert_eq!(
         ModelConfig::from_toml_file(repo_file("configs/tiny.toml")).unwrap(),
-        ModelConfig::tiny()
+        ModelConfig::tiny().with_pixel_head(df)
     );
     assert_eq!(ModelConfig::preset("tiny").unwrap(), ModelConfig::tiny());
     assert!(ModelConfig::preset("huge").is_err());

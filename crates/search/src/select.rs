@@ -90,6 +90,52 @@ pub enum Budget {
     },
 }
 
+impl std::fmt::Display for Budget {
+    /// In words: `at most 70% of the parameters and 70% of the MACs of the whole model`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let of = |scope: &CostScope| match scope {
+            CostScope::Model => "the whole model",
+            CostScope::Transformer => "the transformer blocks",
+        };
+        let pct = |v: f64| format!("{}%", (1000.0 * v).round() / 10.0);
+        match self {
+            Budget::PerDimension { attn, mlp, token } => write!(
+                f,
+                "per dimension (ViT-Slim): {} of the attention gates, {} of the MLP gates, \
+                 {} of the token gates",
+                pct(*attn),
+                pct(*mlp),
+                pct(*token)
+            ),
+            Budget::Model {
+                metric,
+                keep,
+                scope,
+            } => write!(
+                f,
+                "at most {} of the {} of {}",
+                pct(*keep),
+                match metric {
+                    CostMetric::Params => "parameters",
+                    CostMetric::Macs => "MACs",
+                },
+                of(scope)
+            ),
+            Budget::Joint {
+                params,
+                macs,
+                scope,
+            } => write!(
+                f,
+                "at most {} of the parameters and {} of the MACs of {}",
+                pct(*params),
+                pct(*macs),
+                of(scope)
+            ),
+        }
+    }
+}
+
 /// The TOML form of [`Budget`].
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
@@ -957,4 +1003,31 @@ pub fn tokens_monotone(arch: &SubnetArch) -> bool {
             .iter()
             .all(|t| w[0].tokens.binary_search(t).is_ok())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budgets_read_as_words() {
+        let joint = Budget::Joint {
+            params: 0.7,
+            macs: 0.65,
+            scope: CostScope::Model,
+        };
+        assert_eq!(
+            joint.to_string(),
+            "at most 70% of the parameters and 65% of the MACs of the whole model"
+        );
+        let one = Budget::Model {
+            metric: CostMetric::Macs,
+            keep: 0.725,
+            scope: CostScope::Transformer,
+        };
+        assert_eq!(
+            one.to_string(),
+            "at most 72.5% of the MACs of the transformer blocks"
+        );
+    }
 }

@@ -1,7 +1,7 @@
 //! Run configuration files: presets parse, unknown keys and bad values are named.
 
 use slimseg_search::config::{OptimizerKind, RunConfig};
-use slimseg_search::{Budget, CostMetric, CostScope, Error};
+use slimseg_search::{Budget, CostScope, Error};
 
 fn preset(name: &str) -> String {
     std::fs::read_to_string(format!(
@@ -14,23 +14,33 @@ fn preset(name: &str) -> String {
 #[test]
 fn tiny_and_paper_presets_parse_with_their_model_tables() {
     let tiny = RunConfig::from_toml_str(&preset("tiny")).expect("tiny parses");
-    assert_eq!(tiny.model, slimseg_model::ModelConfig::tiny());
+    let df = slimseg_model::PixelHead::DirectionField;
+    assert_eq!(
+        tiny.model,
+        slimseg_model::ModelConfig::tiny().with_pixel_head(df)
+    );
     assert_eq!(tiny.train.optimizer, OptimizerKind::Adamw);
     let paper = RunConfig::from_toml_str(&preset("paper")).expect("paper parses");
-    assert_eq!(paper.model, slimseg_model::ModelConfig::paper());
+    assert_eq!(
+        paper.model,
+        slimseg_model::ModelConfig::paper().with_pixel_head(df)
+    );
     assert_eq!(paper.train.optimizer, OptimizerKind::Sgd);
     assert_eq!(paper.train.lr, 0.01);
     assert_eq!(paper.train.momentum, 0.9);
     assert_eq!(paper.train.weight_decay, 1e-4);
     assert_eq!(paper.train.poly_power, 0.9);
-    assert_eq!(
-        paper.select.budget,
-        Budget::Model {
-            metric: CostMetric::Macs,
-            keep: 0.7,
-            scope: CostScope::Model
-        }
-    );
+    // The paper's budget: 30% fewer parameters and MACs, in both presets.
+    for cfg in [&paper, &tiny] {
+        assert_eq!(
+            cfg.select.budget,
+            Budget::Joint {
+                params: 0.7,
+                macs: 0.7,
+                scope: CostScope::Model
+            }
+        );
+    }
     assert_eq!(paper.for_search().train.epochs, 50);
 }
 
@@ -61,7 +71,10 @@ fn out_of_range_values_name_their_key() {
     let text = preset("tiny").replace("momentum = 0.9", "momentum = 1.5");
     let err = RunConfig::from_toml_str(&text).unwrap_err();
     assert!(err.to_string().contains("train.momentum"), "{err}");
-    let text = preset("tiny").replace("keep = 0.7", "keep = 1.7");
+    let text = preset("tiny").replace("macs = 0.7", "macs = 1.7");
+    let err = RunConfig::from_toml_str(&text).unwrap_err();
+    assert!(err.to_string().contains("select.budget.macs"), "{err}");
+    let text = preset("tiny").replace("params = 0.7, macs = 0.7", "metric = \"macs\", keep = 1.7");
     let err = RunConfig::from_toml_str(&text).unwrap_err();
     assert!(err.to_string().contains("select.budget.keep"), "{err}");
     let text = preset("tiny").replace("batch_size = 8", "batch_size = 0");

@@ -59,12 +59,17 @@ fn search_shrinks_gates_writes_stage_files_and_gate_columns() {
     let sparsity: f64 = rows[1][col("sparsity_loss")].parse().unwrap();
     assert!(sparsity > 0.0);
     let seg: f64 = rows[1][col("seg_loss")].parse().unwrap();
+    let df: f64 = rows[1][col("df_loss")].parse().unwrap();
+    assert!(
+        df > 0.0,
+        "the preset's pixel module adds its direction-field loss"
+    );
     let total: f64 = rows[1][col("loss")].parse().unwrap();
     // Epoch means accumulated separately in f32: equal up to rounding relative to the
     // magnitude (the sparsity term alone can be in the hundreds here).
     assert!(
-        (total - (seg + sparsity)).abs() <= 1e-6 * total.abs().max(1.0),
-        "loss {total} != seg {seg} + sparsity {sparsity}"
+        (total - (seg + df + sparsity)).abs() <= 1e-6 * total.abs().max(1.0),
+        "loss {total} != seg {seg} + direction field {df} + sparsity {sparsity}"
     );
     assert!(!rows[1][col("val_dice")].is_empty());
     std::fs::remove_dir_all(&tmp).unwrap();

@@ -1,5 +1,6 @@
-//! `bench`: each model's own forward latency (the baseline; the searched model with its
-//! soft gates; the compressed and the fine-tuned sliced models) at every batch size of
+//! `bench`: each model's own forward latency (the TransUNet control and the baseline; the
+//! searched model with its soft gates; the compressed, the fine-tuned and the uniform
+//! control's sliced models) at every batch size of
 //! `[bench]`, their runs interleaved, into `RUN/bench/latency.json`. The bench stage is
 //! made with the configuration's options; a call with other options (`--batch`,
 //! `--repeats`, `--warmup`), or on a complete stage, is a side measurement kept in

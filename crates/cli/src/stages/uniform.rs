@@ -1,10 +1,11 @@
 //! `uniform`: the uniform-width control of the compressed model, into `RUN/uniform`.
 //!
 //! It answers whether the search's learned, non-uniform allocation beats plain uniform
-//! pruning of the same cost. Every block keeps the same number of dims in every head, the
-//! same number of MLP units and the same tokens: the compressed subnet's kept fraction of
-//! each dimension over all blocks (rounded down; the token count lowered further until
-//! the MACs are at most the compressed model's, so it never costs more). Dims and units
+//! pruning of the same cost. Every block keeps the same number of attention dims (spread
+//! over the heads as evenly as they go), the same number of MLP units and the same
+//! tokens: the compressed subnet's kept fraction of each dimension over all blocks
+//! (rounded down; the token count lowered further until the MACs are at most the
+//! compressed model's, so it never costs more). Dims and units
 //! are chosen by the baseline's weight norms (no gates, no search), tokens nearest the
 //! image centre. It is sliced from the baseline's weights, the weights the search
 //! started from, and fine-tuned with the fine-tuning schedule of the compressed model;
@@ -57,8 +58,10 @@ pub fn cmd(a: UniformArgs) -> Result<()> {
 /// What `uniform/uniform.json` records.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UniformRecord {
-    /// Dims kept in every head of every block.
-    pub head_dims: usize,
+    /// Attention dims kept in every block, and their split over the heads.
+    pub attn_dims: usize,
+    /// Dims kept in each head (the same in every block).
+    pub head_widths: Vec<usize>,
     /// MLP units kept in every block.
     pub mlp_units: usize,
     /// Tokens kept in every block.
@@ -86,7 +89,8 @@ pub fn control_of(
     let (la, lm, lt) = learned.kept_fractions();
     let (ua, um, ut) = arch.kept_fractions();
     let record = UniformRecord {
-        head_dims: first.head_dims.first().map_or(0, Vec::len),
+        attn_dims: first.attn_width(),
+        head_widths: first.head_widths(),
         mlp_units: first.mlp_units.len(),
         tokens: first.tokens.len(),
         learned_fractions: [la, lm, lt],
@@ -115,9 +119,10 @@ pub fn make(ctx: &mut Ctx<'_>, dir: &Path) -> Result<()> {
         .with_context(|| format!("{} does not fit the run's [model]", weights.display()))?;
     let (arch, record) = control_of(&run.cfg.model, &base, &learned.arch)?;
     eprintln!(
-        "[uniform] every block keeps {} dims per head, {} MLP units, {} tokens: {:.1}% \
-         fewer MACs, {:.1}% fewer parameters (compressed: {:.1}%, {:.1}%)",
-        record.head_dims,
+        "[uniform] every block keeps {} attention dims (per head {:?}), {} MLP units, {} \
+         tokens: {:.1}% fewer MACs, {:.1}% fewer parameters (compressed: {:.1}%, {:.1}%)",
+        record.attn_dims,
+        record.head_widths,
         record.mlp_units,
         record.tokens,
         100.0 * record.summary.mac_reduction(),
