@@ -149,8 +149,10 @@ fn millions(n: u64) -> String {
     format!("{:.3} M", n as f64 / 1e6)
 }
 
-fn giga(n: u64) -> String {
-    if n >= 100_000_000 {
+/// A count in the unit of its column: G when the full model's count `scale` reaches a
+/// billion, else M, so that a column never mixes units.
+fn in_unit(n: u64, scale: u64) -> String {
+    if scale >= 1_000_000_000 {
         format!("{:.3} G", n as f64 / 1e9)
     } else {
         format!("{:.2} M", n as f64 / 1e6)
@@ -609,9 +611,9 @@ pub fn make(ctx: &mut Ctx<'_>, out: &Path) -> Result<()> {
                     "| {} | {} | {} | {} | {} | {:+.1}% | {:+.1}% |{lat}",
                     title(r.stage),
                     millions(i.params),
-                    giga(i.macs),
-                    giga(i.flops),
-                    giga(tm),
+                    in_unit(i.macs, full.macs()),
+                    in_unit(i.flops, full.flops()),
+                    in_unit(tm, full.macs()),
                     100.0 * (i.params as f64 / full.params() as f64 - 1.0),
                     100.0 * (i.macs as f64 / full.macs() as f64 - 1.0),
                 );
@@ -1011,7 +1013,7 @@ fn experiment_section(
                 ),
                 format!(
                     "{} ({:+.1}%)",
-                    giga(i.macs),
+                    in_unit(i.macs, full_macs),
                     100.0 * (i.macs as f64 / full_macs as f64 - 1.0)
                 ),
             )
