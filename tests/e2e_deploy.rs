@@ -367,6 +367,18 @@ fn an_official_checkpoint_becomes_the_baseline_and_bad_ones_are_refused() {
         &["micro.pth", "shape mismatch", "fc1"],
     );
     assert!(!narrow.join("baseline/best.safetensors").exists());
+    // A TransUNet checkpoint into a DFTransUnet run: its pixel module would be untrained.
+    let df = dir.join("df-run");
+    fails(
+        &strs(&import_new(
+            &pth,
+            &config,
+            &df,
+            &["--set", "model.pixel_head=direction-field"],
+        )),
+        &["micro.pth", "has no pixel module", "model.pixel_head=none"],
+    );
+    assert!(!df.join("baseline/best.safetensors").exists());
 
     // The same weights inside a checkpoint dict, with DataParallel's prefix: the baseline
     // is redone from the new file, its weights are the same, so the search stays done.

@@ -114,6 +114,21 @@ fn a_changed_stage_makes_everything_below_it_stale_and_reproduce_redoes_it() {
         &["no such stage"],
     );
 
+    // A key the TransUNet control leaves out (the pixel module's loss weight) redoes the
+    // baseline and what is below it, not the control.
+    let t = text(&ok(&[
+        "reproduce",
+        "--run",
+        r,
+        "--set",
+        "train.lambda_df=0.5",
+    ]));
+    assert!(
+        t.contains("[baseline] stale, redone: train.lambda_df: 1.0 -> 0.5"),
+        "{t}"
+    );
+    assert!(t.contains("[transunet] done (fingerprint"), "{t}");
+
     // A control turned off: skipped, and the benchmark and report are redone without it.
     let t = text(&ok(&[
         "reproduce",
@@ -193,11 +208,14 @@ fn side_results_never_replace_the_run_results() {
     assert_eq!(std::fs::read(run.join("report/report.md")).unwrap(), report);
     let bench = json(&run.join("bench/latency.json"));
     let rep = json(&run.join("report/report.json"));
-    for (i, m) in rep["models"].as_array().unwrap().iter().enumerate() {
-        assert_eq!(
-            m["latency_ms"]["1"], bench["models"][i]["stats"][0]["median_ms"],
-            "{m}"
-        );
+    for m in rep["models"].as_array().unwrap() {
+        let own = bench["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["stage"] == m["stage"])
+            .unwrap_or_else(|| panic!("no latency of {m}"));
+        assert_eq!(m["latency_ms"]["1"], own["stats"][0]["median_ms"], "{m}");
     }
     // A new report names the side results as such.
     ok(&["report", r]);

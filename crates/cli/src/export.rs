@@ -184,7 +184,8 @@ pub fn cmd(args: ExportArgs) -> Result<()> {
     let mut m = load_stage_model(&run, args.stage, device)?;
     // Weights enter the traced graph as constants, which must not require gradients.
     m.vs.freeze();
-    let cfg = &run.cfg.model;
+    // The stage's own network: the TransUNet control has no pixel module.
+    let cfg = &args.stage.model_config(&run.cfg.model);
     let s = cfg.img_size as i64;
     let c = cfg.num_classes as i64;
     let _guard = tch::no_grad_guard();

@@ -44,8 +44,8 @@ pub struct Upstream {
     pub stage: &'static str,
     /// Files consumed (relative to its folder); empty: every output.
     pub files: &'static [&'static str],
-    /// Whether the stage can be made without it (the report of an unfinished run, a
-    /// control that is off).
+    /// Whether the stage can be made without it (the report of an unfinished run). An
+    /// upstream stage that is off never holds a stage back.
     pub optional: bool,
 }
 
@@ -237,7 +237,7 @@ pub static GRAPH: [StageDef; 8] = [
         data: false,
         files: &[],
         upstream: &[
-            optional("transunet", &["best.safetensors"]),
+            up("transunet", &["best.safetensors"]),
             up("baseline", &["best.safetensors"]),
             up("search", &["weights.safetensors"]),
             up("compressed", &["model.toml", "weights.safetensors"]),
@@ -245,7 +245,7 @@ pub static GRAPH: [StageDef; 8] = [
                 "finetuned",
                 &["model/model.toml", "model/weights.safetensors"],
             ),
-            optional(
+            up(
                 "uniform",
                 &["model/model.toml", "model/weights.safetensors"],
             ),
@@ -559,9 +559,10 @@ fn expected(
                 };
                 upstream.insert(u.stage.to_string(), files);
             }
-            State::Missing | State::Off(_) if u.optional => {}
+            // A stage that is off is not part of the run: nothing below waits for it.
+            State::Off(_) => {}
+            State::Missing if u.optional => {}
             State::Missing => blocked.push(format!("{} is missing", u.stage)),
-            State::Off(why) => blocked.push(format!("{} is off ({why})", u.stage)),
             State::Stale(_, why) => {
                 blocked.push(format!("{} is stale ({})", u.stage, why.join("; ")))
             }
@@ -710,11 +711,6 @@ fn refuse_blocked(run: &Run, d: &StageDef, states: &States) -> Result<()> {
                 u.stage,
                 ud.command,
                 run.root.display()
-            ),
-            State::Off(why) if !u.optional => bail!(
-                "the {} stage, which {name} needs, is not part of this run: {why}",
-                u.stage,
-                name = d.name
             ),
             State::Stale(_, why) => bail!(
                 "{}: the {} stage is stale: {}; redo it with `slimseg {} --run {}`, or run \

@@ -831,7 +831,11 @@ pub fn make(ctx: &mut Ctx<'_>, out: &Path) -> Result<()> {
                 );
             }
             None => {
-                let _ = writeln!(md, "| {} | – | not made | – | – |", d.name);
+                let state = match d.off_because(cfg) {
+                    Some(why) => format!("off: {why}"),
+                    None => "not made".into(),
+                };
+                let _ = writeln!(md, "| {} | – | {state} | – | – |", d.name);
             }
         }
     }

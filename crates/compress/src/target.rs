@@ -231,11 +231,25 @@ pub fn uniform_control(
 ) -> Result<(SubnetArch, Summary)> {
     learned.check(cfg)?;
     let full = SubnetArch::full_dims(cfg);
-    if rank.attn.len() != cfg.layers || rank.mlp.len() != cfg.layers {
+    let complete = |order: &[usize], n: usize| {
+        let mut seen = vec![false; n];
+        order.len() == n
+            && order
+                .iter()
+                .all(|&i| i < n && !std::mem::replace(&mut seen[i], true))
+    };
+    let heads_ok = |heads: &Vec<Vec<usize>>| {
+        heads.len() == full.heads && heads.iter().all(|o| complete(o, full.head_dim))
+    };
+    if rank.attn.len() != cfg.layers
+        || rank.mlp.len() != cfg.layers
+        || !rank.attn.iter().all(heads_ok)
+        || !rank.mlp.iter().all(|o| complete(o, full.mlp_dim))
+    {
         return Err(Error::Invalid(format!(
-            "the weight ranking has {} blocks, the configuration {}",
-            rank.attn.len(),
-            cfg.layers
+            "the weight ranking does not order every dim of {} heads x {} and every one of \
+             {} MLP units in each of {} blocks",
+            full.heads, full.head_dim, full.mlp_dim, cfg.layers
         )));
     }
     let (fa, fm, ft) = learned.kept_fractions();

@@ -1,5 +1,6 @@
 //! Whether a configuration's sparsity factors let the gates separate: compares, per
-//! searched dimension, the segmentation loss's gradient on each gate with the L1 factor
+//! searched dimension, the task loss's gradient on each gate (segmentation, plus the
+//! direction-field term when the pixel module is on) with the L1 factor
 //! that pulls every gate down. Where almost no gate's segmentation gradient exceeds its
 //! factor, the L1 term moves all gates alike and the search cannot tell them apart (what
 //! tiny showed with ViT-Slim's factors); then a bounded search follows (the engine's
@@ -14,7 +15,7 @@
 //! ```text
 //! cargo run --release -p slimseg-search --example gate_signal -- \
 //!     --config configs/paper.toml [--weights RUN/baseline/best.safetensors] \
-//!     [--iters 4] [--batch 2] [--steps 4]
+//!     [--iters 4] [--batch 2] [--epochs 1]
 //! ```
 //!
 //! The token gate is `g = tanh(s)` and the L1 term is on `g`, so its gradient is
@@ -69,8 +70,12 @@ fn parse_args() -> Result<Args, String> {
     Ok(a)
 }
 
-/// Median, 90th percentile and maximum of `v`, and the share of entries above `w`.
+/// Median, 90th percentile and maximum of `v`, and the share of entries above `w`
+/// (zeros for no entries).
 fn summary(mut v: Vec<f64>, w: f64) -> (f64, f64, f64, f64) {
+    if v.is_empty() {
+        return (0.0, 0.0, 0.0, 0.0);
+    }
     v.sort_by(f64::total_cmp);
     let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
     let above = v.iter().filter(|&&x| x > w).count() as f64 / v.len() as f64;
@@ -155,7 +160,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(loss)
     };
 
-    // Gradients of the task loss alone on every gate, averaged over the batches.
+    // Gradients of the task loss (no sparsity term) on every gate, averaged over batches.
     let vars = gates.variables();
     let t = Instant::now();
     let mut acc: Vec<Tensor> = vars.iter().map(Tensor::zeros_like).collect();

@@ -108,6 +108,22 @@ fn import(ctx: &mut Ctx<'_>, dir: &Path, ckpt: &Path) -> Result<()> {
             ckpt.display()
         )
     })?;
+    let untrained: Vec<&String> = report
+        .not_in_file
+        .iter()
+        .filter(|n| n.starts_with("pixel_head."))
+        .collect();
+    if !untrained.is_empty() {
+        bail!(
+            "{} has no pixel module ({} of its tensors, e.g. {}, are missing), but the run's \
+             model is DFTransUnet (model.pixel_head = \"direction-field\"): an imported \
+             TransUNet would make a baseline with an untrained module. Import it into a \
+             TransUNet run (--set model.pixel_head=none)",
+            ckpt.display(),
+            untrained.len(),
+            untrained[0]
+        );
+    }
     eprintln!(
         "[baseline] imported {} tensors from {}{}",
         report.loaded.len(),

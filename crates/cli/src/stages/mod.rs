@@ -231,6 +231,13 @@ fn has_weights(path: &Path, what: &str) -> Result<()> {
 
 /// Loads the model of `stage` from the run directory onto `device`.
 pub fn load_stage_model(run: &Run, stage: ModelStage, device: Device) -> Result<LoadedModel> {
+    if let Some(why) = graph::def(stage.dir()).off_because(&run.cfg) {
+        bail!(
+            "the {} stage is not part of this run ({why}); {} holds no model of it",
+            stage.dir(),
+            run.root.display()
+        );
+    }
     let cfg = &run.cfg.model;
     let dir = run.stage(stage.dir());
     let hint = format!(

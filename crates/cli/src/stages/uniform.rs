@@ -58,7 +58,7 @@ pub fn cmd(a: UniformArgs) -> Result<()> {
 /// What `uniform/uniform.json` records.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UniformRecord {
-    /// Attention dims kept in every block, and their split over the heads.
+    /// Attention dims kept in every block.
     pub attn_dims: usize,
     /// Dims kept in each head (the same in every block).
     pub head_widths: Vec<usize>,
