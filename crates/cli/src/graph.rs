@@ -968,6 +968,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_controls_are_off_without_the_pixel_module_or_when_switched_off() {
+        let mut cfg = RunConfig::with_model(
+            slimseg_model::ModelConfig::tiny().with_pixel_head(PixelHead::DirectionField),
+        );
+        let off = |cfg: &RunConfig, name: &str| def(name).off_because(cfg);
+        assert_eq!(off(&cfg, "transunet"), None);
+        assert_eq!(off(&cfg, "uniform"), None);
+        cfg.controls.uniform = false;
+        assert_eq!(
+            off(&cfg, "uniform").as_deref(),
+            Some("controls.uniform = false")
+        );
+        cfg.controls.transunet = false;
+        assert_eq!(
+            off(&cfg, "transunet").as_deref(),
+            Some("controls.transunet = false")
+        );
+        cfg.controls.transunet = true;
+        cfg.model.pixel_head = PixelHead::None;
+        assert!(
+            off(&cfg, "transunet")
+                .unwrap()
+                .contains("the baseline is TransUNet itself")
+        );
+        assert!(
+            GRAPH
+                .iter()
+                .filter(|d| !["transunet", "uniform"].contains(&d.name))
+                .all(|d| d.off_because(&cfg).is_none())
+        );
+    }
+
+    #[test]
     fn every_upstream_comes_earlier_and_names_are_unique() {
         for (i, d) in GRAPH.iter().enumerate() {
             for u in d.upstream {
