@@ -74,6 +74,33 @@ fn pipeline_end_to_end() {
     for png in ["gates.png", "curves.png", "overlays.png"] {
         assert_png(&run.join("report").join(png));
     }
+    // Identical files are stored once: the last weights are the last checkpoint's, and
+    // after one epoch the best weights (and the fine-tuned model's) are the same bytes.
+    {
+        use std::os::unix::fs::MetadataExt;
+        let ino = |f: &str| std::fs::metadata(run.join(f)).unwrap().ino();
+        for stage in ["baseline", "search", "finetuned", "uniform"] {
+            let ck = json(&run.join(stage).join("checkpoints/last.json"));
+            let model = format!(
+                "{stage}/checkpoints/{}/model.safetensors",
+                ck["dir"].as_str().unwrap()
+            );
+            assert_eq!(
+                ino(&format!("{stage}/weights.safetensors")),
+                ino(&model),
+                "{stage}"
+            );
+            assert_eq!(
+                ino(&format!("{stage}/best.safetensors")),
+                ino(&model),
+                "{stage}"
+            );
+        }
+        assert_eq!(
+            ino("finetuned/model/weights.safetensors"),
+            ino("finetuned/best.safetensors")
+        );
+    }
     let eval = json(&run.join("finetuned/eval.json"));
     assert_eq!(
         eval["volumes"].as_array().unwrap().len(),

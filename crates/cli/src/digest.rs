@@ -47,6 +47,47 @@ pub fn of_tree(dir: &Path, skip: &[&str]) -> Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
+/// Stores files of equal content under `dir` once: each later copy (path order) becomes
+/// a hard link to the first, so a stage keeps its last checkpoint, last and best weights
+/// without paying for copies that are the same bytes (the last weights are the
+/// checkpoint's; after a last-epoch best, all three are one file). Every writer replaces
+/// files by renaming a new one into place, so a link is never written through. Returns
+/// the number of files linked and the bytes saved; where the file system has no hard
+/// links the copies stay.
+pub fn link_duplicates(dir: &Path) -> Result<(usize, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut first: BTreeMap<String, std::path::PathBuf> = BTreeMap::new();
+    let (mut linked, mut saved) = (0usize, 0u64);
+    for (rel, digest) in of_tree(dir, &[])? {
+        let path = dir.join(&rel);
+        let meta = std::fs::symlink_metadata(&path)
+            .with_context(|| format!("cannot stat {}", path.display()))?;
+        if !meta.is_file() || meta.len() == 0 {
+            continue;
+        }
+        let Some(keep) = first.get(&digest) else {
+            first.insert(digest, path);
+            continue;
+        };
+        let k = std::fs::metadata(keep)?;
+        if (k.dev(), k.ino()) == (meta.dev(), meta.ino()) {
+            continue;
+        }
+        // A temporary name the leftover sweep knows (`.NAME.tmpPID`).
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let tmp = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        if std::fs::hard_link(keep, &tmp).is_err() {
+            break;
+        }
+        std::fs::rename(&tmp, &path)
+            .with_context(|| format!("cannot replace {} by a link", path.display()))?;
+        linked += 1;
+        saved += meta.len();
+    }
+    Ok((linked, saved))
+}
+
 fn walk(root: &Path, dir: &Path, skip: &[&str], out: &mut BTreeMap<String, String>) -> Result<()> {
     let entries =
         std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
@@ -175,6 +216,39 @@ mod tests {
             of_tree(&dir, &["checkpoints"]).unwrap()["a.json"],
             t["a.json"]
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn identical_files_are_stored_once_and_a_later_write_replaces_only_its_path() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = std::env::temp_dir().join(format!("slimseg-links-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("checkpoints/epoch-0001")).unwrap();
+        let w = vec![7u8; 4096];
+        for f in [
+            "best.safetensors",
+            "weights.safetensors",
+            "checkpoints/epoch-0001/model.safetensors",
+        ] {
+            std::fs::write(dir.join(f), &w).unwrap();
+        }
+        std::fs::write(dir.join("other.safetensors"), vec![8u8; 4096]).unwrap();
+        std::fs::write(dir.join("empty-a"), b"").unwrap();
+        std::fs::write(dir.join("empty-b"), b"").unwrap();
+        let before = of_tree(&dir, &[]).unwrap();
+        assert_eq!(link_duplicates(&dir).unwrap(), (2, 2 * 4096));
+        assert_eq!(of_tree(&dir, &[]).unwrap(), before, "contents unchanged");
+        let ino = |f: &str| std::fs::metadata(dir.join(f)).unwrap().ino();
+        let first = ino("best.safetensors");
+        assert_eq!(ino("weights.safetensors"), first);
+        assert_eq!(ino("checkpoints/epoch-0001/model.safetensors"), first);
+        assert_ne!(ino("other.safetensors"), first);
+        // Linked already: nothing more to do.
+        assert_eq!(link_duplicates(&dir).unwrap(), (0, 0));
+        // Writers rename a new file into place: the other paths keep their bytes.
+        slimseg_data::write_atomic(&dir.join("weights.safetensors"), b"new").unwrap();
+        assert_eq!(std::fs::read(dir.join("best.safetensors")).unwrap(), w);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

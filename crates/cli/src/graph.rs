@@ -817,6 +817,13 @@ pub fn make(ctx: &mut Ctx<'_>, name: &str, force: bool) -> Result<Made> {
         }
         bail!("{}: the {name} stage did not produce {f}", dir.display());
     }
+    let (linked, saved) = digest::link_duplicates(&dir)?;
+    if linked > 0 {
+        eprintln!(
+            "[{name}] {linked} file(s) identical to another stored once ({:.1} MB saved)",
+            saved as f64 / 1e6
+        );
+    }
     let seconds = t.elapsed().as_secs_f64();
     let rec = StageRecord {
         stage: name.into(),

@@ -149,6 +149,19 @@ fn millions(n: u64) -> String {
     format!("{:.3} M", n as f64 / 1e6)
 }
 
+/// `1234567` as `1,234,567`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// A count in the unit of its column: G when the full model's count `scale` reaches a
 /// billion, else M, so that a column never mixes units.
 fn in_unit(n: u64, scale: u64) -> String {
@@ -699,17 +712,21 @@ pub fn make(ctx: &mut Ctx<'_>, out: &Path) -> Result<()> {
         for (b, fb) in info.blocks.iter().zip(&full_info.blocks) {
             let _ = writeln!(
                 md,
-                "| {} | {:?} | {}/{} | {}/{} | {}/{} | {} | {} |",
+                "| {} | {} | {}/{} | {}/{} | {}/{} | {} | {} |",
                 b.layer,
-                b.head_widths,
+                b.head_widths
+                    .iter()
+                    .map(usize::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" "),
                 b.attn_dims,
                 fb.attn_dims,
                 b.mlp_units,
                 fb.mlp_units,
                 b.tokens,
                 fb.tokens,
-                b.params,
-                b.macs
+                thousands(b.params),
+                thousands(b.macs)
             );
         }
         md.push('\n');
@@ -1116,4 +1133,20 @@ pub fn report_cmd(args: ReportArgs) -> Result<()> {
         run.stage("report").join("report.md").display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_read_with_thousands_separators_and_one_unit_per_column() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(10_179_648), "10,179,648");
+        assert_eq!(in_unit(78_130_000, 111_620_000), "78.13 M");
+        assert_eq!(in_unit(1_130_000_000, 111_620_000), "1130.00 M");
+        assert_eq!(in_unit(20_451_000_000, 29_216_899_072), "20.451 G");
+    }
 }

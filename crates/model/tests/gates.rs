@@ -2,7 +2,7 @@
 //! gradients.
 mod common;
 
-use common::{input, max_diff, perturb, random_arch, slice_into};
+use common::{input, max_diff, perturb, random_arch, seeded, slice_into};
 use rand::SeedableRng;
 use slimseg_model::{
     GATE_PARAM_GROUP, GateMode, LayerArch, ModelConfig, PixelHead, SubnetArch, TransUnet,
@@ -11,7 +11,6 @@ use tch::nn::OptimizerConfig;
 use tch::{Device, Kind, Tensor, nn};
 
 fn tiny(pixel: PixelHead) -> (ModelConfig, nn::VarStore, TransUnet) {
-    tch::manual_seed(7);
     // No dropout, so that train-mode forwards are deterministic: comparisons run in train
     // mode, where BatchNorm uses batch statistics and the transformer's share of the
     // logits is not attenuated by untrained running statistics.
@@ -22,8 +21,11 @@ fn tiny(pixel: PixelHead) -> (ModelConfig, nn::VarStore, TransUnet) {
     }
     .with_pixel_head(pixel);
     let vs = nn::VarStore::new(Device::Cpu);
-    let model = TransUnet::new(&vs.root(), &cfg).unwrap();
-    perturb(&vs);
+    let model = seeded(7, || {
+        let model = TransUnet::new(&vs.root(), &cfg).unwrap();
+        perturb(&vs);
+        model
+    });
     (cfg, vs, model)
 }
 
@@ -101,13 +103,34 @@ fn check_hard_equals_reduced(
         .unwrap();
     let hard = model.forward_t(x, true).unwrap();
     let red = reduced.forward_t(x, true).unwrap();
-    let d = max_diff(&hard.logits, &red.logits);
-    assert!(d < 1e-4, "hard vs reduced: {d}");
+    let field = hard.direction_field.as_ref().unwrap();
+    let field_diff = max_diff(field, red.direction_field.as_ref().unwrap());
+    assert!(field_diff < 1e-4, "direction fields differ by {field_diff}");
+    // The warp cut (|D| <= df_min_magnitude does not warp) is a step: a pixel whose field
+    // lies within float noise of it may warp in one model and not in the other, which
+    // moves the logits of its 3x3 neighbourhood (the segmentation head). Only a pixel
+    // whose magnitude is within the fields' difference of the cut can flip; those
+    // (under 1% of them) are left out of the logits comparison.
+    let mag = field
+        .square()
+        .sum_dim_intlist([1i64].as_slice(), true, Kind::Float)
+        .sqrt();
+    let near = (mag - cfg.df_min_magnitude)
+        .abs()
+        .le(2.0 * field_diff + 1e-7)
+        .to_kind(Kind::Float)
+        .max_pool2d([3, 3], [1, 1], [1, 1], [1, 1], false)
+        .gt(0.0);
+    let excluded = near.sum(Kind::Int64).int64_value(&[]);
     assert!(
-        max_diff(
-            hard.direction_field.as_ref().unwrap(),
-            red.direction_field.as_ref().unwrap()
-        ) < 1e-4
+        excluded * 100 < near.numel() as i64,
+        "{excluded} pixels near the warp cut"
+    );
+    let keep = near.logical_not().to_kind(Kind::Float);
+    let d = max_diff(&(&hard.logits * &keep), &(&red.logits * &keep));
+    assert!(
+        d < 1e-4,
+        "hard vs reduced: {d} ({excluded} pixels near the cut left out)"
     );
     // And the pruning changes the output, so the comparison is not vacuous.
     model.set_gate_mode(GateMode::Off).unwrap();

@@ -42,7 +42,11 @@ pub fn calibrate_batchnorm(model: &TransUnet, seed: i64) {
 /// init) random values.
 pub fn perturb(vs: &nn::VarStore) {
     let _g = tch::no_grad_guard();
-    for (name, mut t) in vs.variables() {
+    // In name order, so that the same seed gives the same model (a HashMap's order
+    // changes from one call to the next).
+    let mut vars: Vec<_> = vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, mut t) in vars {
         if name.ends_with("position_embeddings")
             || (name.starts_with("transformer.encoder") && name.ends_with("bias"))
         {

@@ -80,16 +80,31 @@ pub fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
 
 /// Random input batch for a config.
 pub fn input(cfg: &ModelConfig, batch: i64, seed: i64) -> Tensor {
-    tch::manual_seed(seed);
     let s = cfg.img_size as i64;
-    Tensor::randn([batch, 1, s, s], (Kind::Float, tch::Device::Cpu))
+    seeded(seed, || {
+        Tensor::randn([batch, 1, s, s], (Kind::Float, tch::Device::Cpu))
+    })
+}
+
+/// Runs `f` right after seeding libtorch's generator, with no other test drawing from
+/// that process-wide generator in between (tests run in parallel threads), so the same
+/// seed gives the same draws.
+pub fn seeded<T>(seed: i64, f: impl FnOnce() -> T) -> T {
+    static GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _g = GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
+    tch::manual_seed(seed);
+    f()
 }
 
 /// Gives the decoder's BatchNorms non-trivial running statistics and the position
 /// embeddings non-zero values, so that eval-mode comparisons exercise every path.
 pub fn perturb(vs: &nn::VarStore) {
     let _g = tch::no_grad_guard();
-    for (name, mut t) in vs.variables() {
+    // In name order: the variables come in a HashMap, whose order changes from one call
+    // to the next, and the draws must not (the same seed gives the same model).
+    let mut vars: Vec<_> = vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, mut t) in vars {
         if name.ends_with("running_var") {
             t.copy_(&(t.rand_like() + 0.5));
         } else if name.ends_with("running_mean") || name.ends_with("position_embeddings") {
