@@ -62,7 +62,7 @@ enum Command {
     Finetune(stages::finetune::FinetuneArgs),
     /// The uniform-width control: the compressed model's cost spread evenly over the
     /// blocks, sliced from the baseline and fine-tuned the same way (RUN/uniform).
-    Uniform(stages::uniform::UniformArgs),
+    Uniform(stages::finetune::FinetuneArgs),
     /// Each model's forward latency (RUN/bench), or a side measurement with other options
     /// (RUN/measurements).
     Bench(stages::bench::BenchArgs),

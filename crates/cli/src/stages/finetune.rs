@@ -15,7 +15,8 @@ use super::{
 use crate::graph::Ctx;
 use crate::run::write_json;
 
-/// Options of `finetune`.
+/// Options of `finetune` and `uniform` (whose epochs and learning rate are the
+/// fine-tuning's, so that the compressed model and its control train alike).
 #[derive(Debug, Clone, Args)]
 pub struct FinetuneArgs {
     #[command(flatten)]
@@ -53,17 +54,28 @@ pub fn set_schedule(cfg: &mut RunConfig, epochs: Option<usize>, lr: Option<f64>)
 /// Fine-tunes the compressed model into `dir` (resuming its checkpoints), saves the best
 /// weights in the compressed format and evaluates them on the test set.
 pub fn make(ctx: &mut Ctx<'_>, dir: &Path) -> Result<()> {
+    let src = ctx.run.stage("compressed");
+    let cm = CompressedModel::load(&src, ctx.run.device()?)
+        .with_context(|| format!("cannot load the compressed model in {}", src.display()))?;
+    train_and_save(ctx, dir, &cm, "finetune")
+}
+
+/// Trains the sliced model `cm` into `dir` with the fine-tuning schedule (resuming its
+/// checkpoints), saves its best weights in the compressed format under `dir/model` and
+/// evaluates them on the test set; `tag` names the stage in what it prints.
+pub fn train_and_save(
+    ctx: &mut Ctx<'_>,
+    dir: &Path,
+    cm: &CompressedModel,
+    tag: &str,
+) -> Result<()> {
     let run = ctx.run;
     let opts = train_options(ctx);
     let stop = ctx.stop_after;
     let cfg = run.cfg.for_finetune();
-    let device = run.device()?;
-    let src = run.stage("compressed");
-    let cm = CompressedModel::load(&src, device)
-        .with_context(|| format!("cannot load the compressed model in {}", src.display()))?;
     let cohort = ctx.cohort()?;
     eprintln!(
-        "[finetune] {} epochs at lr {} into {}",
+        "[{tag}] {} epochs at lr {} into {}",
         cfg.train.epochs,
         cfg.train.lr,
         dir.display()

@@ -14,42 +14,22 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use clap::Args;
 use serde::{Deserialize, Serialize};
 use slimseg_compress::{Folding, Summary, WeightRanking, compress, uniform_control};
 use slimseg_model::SubnetArch;
+use slimseg_search::SubnetSpec;
 use slimseg_search::stages::{Network, SUBNET_FILE};
-use slimseg_search::{SubnetSpec, train};
 
-use super::{
-    EVAL_FILE, FINETUNED_MODEL_DIR, StageArgs, StopArgs, eval_test, incomplete, make_one,
-    train_options,
-};
+use super::make_one;
 use crate::graph::Ctx;
 use crate::run::write_json;
-use crate::stages::finetune::set_schedule;
+use crate::stages::finetune::{FinetuneArgs, set_schedule, train_and_save};
 
 /// File of the control's sizes in `RUN/uniform`.
 pub const UNIFORM_FILE: &str = "uniform.json";
 
-/// Options of `uniform`.
-#[derive(Debug, Clone, Args)]
-pub struct UniformArgs {
-    #[command(flatten)]
-    pub stage: StageArgs,
-    #[command(flatten)]
-    pub stop: StopArgs,
-    /// Fine-tuning epochs (sets `finetune.epochs`, which the compressed model's
-    /// fine-tuning uses too, so both stay trained alike).
-    #[arg(long)]
-    pub epochs: Option<usize>,
-    /// Learning rate of the fine-tuning (sets `finetune.lr`, shared likewise).
-    #[arg(long)]
-    pub lr: Option<f64>,
-}
-
 /// `uniform`.
-pub fn cmd(a: UniformArgs) -> Result<()> {
+pub fn cmd(a: FinetuneArgs) -> Result<()> {
     let mut run = a.stage.open()?;
     set_schedule(&mut run.cfg, a.epochs, a.lr);
     make_one(&run, "uniform", a.stage.force, a.stop.stop_after)
@@ -106,9 +86,6 @@ pub fn control_of(
 /// compressed format under `dir/model` and evaluates them on the test set.
 pub fn make(ctx: &mut Ctx<'_>, dir: &Path) -> Result<()> {
     let run = ctx.run;
-    let opts = train_options(ctx);
-    let stop = ctx.stop_after;
-    let cfg = run.cfg.for_finetune();
     let device = run.device()?;
     let subnet = run.stage("compressed").join(SUBNET_FILE);
     let learned = SubnetSpec::load_toml(&subnet)
@@ -134,23 +111,5 @@ pub fn make(ctx: &mut Ctx<'_>, dir: &Path) -> Result<()> {
         .with_context(|| format!("cannot slice {}", weights.display()))?;
     drop(base);
     write_json(&dir.join(UNIFORM_FILE), &record)?;
-    let cohort = ctx.cohort()?;
-    eprintln!(
-        "[uniform] {} epochs at lr {} into {}",
-        cfg.train.epochs,
-        cfg.train.lr,
-        dir.display()
-    );
-    let data = slimseg_search::TrainData {
-        train: &cohort.train,
-        val: &cohort.val,
-    };
-    let m = train(&cm.vs, &cm.model, data, &cfg, dir, &opts)?;
-    if !m.completed {
-        return Err(incomplete(stop, dir, "fine-tuning", m.epochs));
-    }
-    slimseg_model::weights::load_safetensors(&cm.vs, dir.join("best.safetensors"))?;
-    cm.save(dir.join(FINETUNED_MODEL_DIR))?;
-    let rep = eval_test(run, &cm.model, &cohort.test)?;
-    write_json(&dir.join(EVAL_FILE), &rep)
+    train_and_save(ctx, dir, &cm, "uniform")
 }
