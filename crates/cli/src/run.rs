@@ -83,8 +83,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub run: Option<PathBuf>,
     /// Run configuration (TOML: `[model]`, `[data]`, `[train]`, `[search]`, `[select]`,
-    /// `[finetune]`, `[bench]`). Default: `RUN/config.toml`, the configuration the run's
-    /// stages were last made with.
+    /// `[finetune]`, `[bench]`, `[controls]`). Default: `RUN/config.toml`, the
+    /// configuration the run's stages were last made with.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Override a configuration value, e.g. `--set train.epochs=3` (the value is TOML;
