@@ -523,6 +523,17 @@ fn config_typos_are_errors_naming_the_key() {
     // Nothing was trained or generated for any of them.
     assert!(!run.join("baseline").exists());
     assert!(!run.join("data").exists());
+    // A device that is no device, and a GPU that is not there (no machine here has 99).
+    fails(
+        &["train", "--run", r, "--device", "gpu"],
+        &["gpu", "cuda:N"],
+    );
+    let args = common::tiny_train_args(&run, 1);
+    let mut args = common::strs(&args);
+    let at = args.iter().position(|a| *a == "cpu").unwrap();
+    args[at] = "cuda:99";
+    fails(&args, &["`cuda:99` requested"]);
+    assert!(!run.join("baseline").exists(), "no stage folder for it");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

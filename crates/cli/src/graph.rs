@@ -768,6 +768,8 @@ pub fn make(ctx: &mut Ctx<'_>, name: &str, force: bool) -> Result<Made> {
         ),
     };
     verify_consumed(run, d, &states)?;
+    // A device that is not there fails here, before any folder is touched.
+    run.device()?;
     if ctx.stop_after.is_some() && !matches!(state, State::Missing) {
         bail!(
             "{}: --stop-after stops a stage that is built in place; this stage is complete, \

@@ -19,10 +19,11 @@ use slimseg_data::nii::{
 use slimseg_data::pipeline::{normalize_volume, resize_cubic};
 use slimseg_model::TransUnet;
 use slimseg_model::infer::predict_volume_with;
+use slimseg_search::config::DeviceChoice;
 
 use crate::graph::{self, State};
 use crate::guard::check_output;
-use crate::run::{DeviceArg, Open, Run, RunArgs};
+use crate::run::{Open, Run, RunArgs, parse_device};
 use crate::stages::{ModelStage, load_stage_model};
 
 /// Options of `predict`.
@@ -59,9 +60,10 @@ pub struct PredictArgs {
     /// Run directory.
     #[arg(long)]
     pub run: PathBuf,
-    /// Device (overrides `train.device`): auto = CUDA when available.
-    #[arg(long, value_enum)]
-    pub device: Option<DeviceArg>,
+    /// Device (overrides `train.device`): auto (CUDA device 0 when available, else the
+    /// CPU), cpu, cuda (device 0) or cuda:N.
+    #[arg(long, value_parser = parse_device, value_name = "auto|cpu|cuda|cuda:N")]
+    pub device: Option<DeviceChoice>,
 }
 
 /// What segmenting one file gave.

@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use serde::{Deserialize, Serialize};
 use slimseg_data::synth::{SynthConfig, generate};
 use slimseg_search::config::{DeviceChoice, SplitConfig};
@@ -37,25 +37,10 @@ use slimseg_search::{Error as SearchError, RunConfig};
 use crate::digest::DataIdentity;
 use crate::lock::{Access, RunLock, remove_leftovers};
 
-/// Device choice on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum DeviceArg {
-    /// CUDA device 0 when available, else the CPU.
-    Auto,
-    /// The CPU.
-    Cpu,
-    /// CUDA device 0 (an error when CUDA is unavailable).
-    Cuda,
-}
-
-impl From<DeviceArg> for DeviceChoice {
-    fn from(d: DeviceArg) -> Self {
-        match d {
-            DeviceArg::Auto => DeviceChoice::Auto,
-            DeviceArg::Cpu => DeviceChoice::Cpu,
-            DeviceArg::Cuda => DeviceChoice::Cuda,
-        }
-    }
+/// Parses `--device`: `auto` (CUDA device 0 when available, else the CPU), `cpu`, `cuda`
+/// (device 0) or `cuda:N`.
+pub fn parse_device(s: &str) -> std::result::Result<DeviceChoice, String> {
+    s.parse()
 }
 
 /// Size of the synthetic cohort generated when no ACDC tree is given.
@@ -91,9 +76,10 @@ pub struct RunArgs {
     /// bare words are strings). Repeatable. Unknown keys are errors.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
-    /// Device (overrides `train.device`): auto = CUDA when available.
-    #[arg(long, value_enum)]
-    pub device: Option<DeviceArg>,
+    /// Device (overrides `train.device`): auto (CUDA device 0 when available, else the
+    /// CPU), cpu, cuda (device 0) or cuda:N.
+    #[arg(long, value_parser = parse_device, value_name = "auto|cpu|cuda|cuda:N")]
+    pub device: Option<DeviceChoice>,
 }
 
 impl RunArgs {
@@ -346,7 +332,7 @@ impl Run {
             ),
         };
         if let Some(d) = args.device {
-            cfg.train.device = d.into();
+            cfg.train.device = d;
         }
         if let Some(p) = how.pretrained {
             if !p.is_file() {

@@ -35,17 +35,61 @@ pub enum OptimizerKind {
     Adamw,
 }
 
-/// Where to train.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
+/// Where to train and run: `auto`, `cpu`, `cuda` (device 0) or `cuda:N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum DeviceChoice {
     /// CUDA device 0 when available, else CPU.
     #[default]
     Auto,
     /// CPU.
     Cpu,
-    /// CUDA device 0 (an error when CUDA is unavailable).
-    Cuda,
+    /// CUDA device N (an error when CUDA is unavailable or there is no device N), so
+    /// that independent stages can run one process per GPU.
+    Cuda(usize),
+}
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = String;
+
+    /// `auto`, `cpu`, `cuda` (= `cuda:0`) or `cuda:N`.
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let t = s.trim().to_ascii_lowercase();
+        match t.as_str() {
+            "auto" => Ok(DeviceChoice::Auto),
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "cuda" => Ok(DeviceChoice::Cuda(0)),
+            _ => t
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse::<usize>().ok())
+                .map(DeviceChoice::Cuda)
+                .ok_or_else(|| format!("unknown device `{s}` (auto, cpu, cuda or cuda:N)")),
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceChoice::Auto => f.write_str("auto"),
+            DeviceChoice::Cpu => f.write_str("cpu"),
+            DeviceChoice::Cuda(0) => f.write_str("cuda"),
+            DeviceChoice::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl TryFrom<String> for DeviceChoice {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<DeviceChoice> for String {
+    fn from(d: DeviceChoice) -> String {
+        d.to_string()
+    }
 }
 
 impl DeviceChoice {
@@ -54,15 +98,25 @@ impl DeviceChoice {
         match self {
             DeviceChoice::Auto => Ok(tch::Device::cuda_if_available()),
             DeviceChoice::Cpu => Ok(tch::Device::Cpu),
-            DeviceChoice::Cuda => {
-                if tch::Cuda::is_available() {
-                    Ok(tch::Device::Cuda(0))
-                } else {
-                    Err(Error::config(
+            DeviceChoice::Cuda(n) => {
+                if !tch::Cuda::is_available() {
+                    return Err(Error::config(
                         "train.device",
-                        "`cuda` requested but CUDA is not available",
-                    ))
+                        format!("`{self}` requested but CUDA is not available"),
+                    ));
                 }
+                let count = tch::Cuda::device_count().max(0) as usize;
+                if n >= count {
+                    return Err(Error::config(
+                        "train.device",
+                        format!(
+                            "`{self}` requested but this machine has {count} CUDA device(s) \
+                             (cuda:0 to cuda:{})",
+                            count.saturating_sub(1)
+                        ),
+                    ));
+                }
+                Ok(tch::Device::Cuda(n))
             }
         }
     }
@@ -111,7 +165,7 @@ pub struct TrainConfig {
     pub val_every: usize,
     /// Slices per forward pass during evaluation. Default 16.
     pub eval_batch: usize,
-    /// Device. Default `auto`.
+    /// Device: `auto`, `cpu`, `cuda` (device 0) or `cuda:N`. Default `auto`.
     pub device: DeviceChoice,
     /// Mixed precision. Default `auto` (on for CUDA).
     pub amp: AmpChoice,
@@ -581,5 +635,58 @@ impl RunConfig {
     /// Writes the configuration as TOML, atomically.
     pub fn save_toml(&self, path: impl AsRef<Path>) -> Result<()> {
         crate::error::write_atomic(path.as_ref(), self.to_toml_string()?.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_parse_print_and_round_trip_through_toml() {
+        for (s, d) in [
+            ("auto", DeviceChoice::Auto),
+            ("cpu", DeviceChoice::Cpu),
+            ("cuda", DeviceChoice::Cuda(0)),
+            ("cuda:0", DeviceChoice::Cuda(0)),
+            ("CUDA:3", DeviceChoice::Cuda(3)),
+        ] {
+            assert_eq!(s.parse::<DeviceChoice>(), Ok(d), "{s}");
+        }
+        assert_eq!(DeviceChoice::Cuda(0).to_string(), "cuda");
+        assert_eq!(DeviceChoice::Cuda(2).to_string(), "cuda:2");
+        for bad in ["gpu", "cuda:", "cuda:x", "cuda:-1", "cuda1"] {
+            let e = bad.parse::<DeviceChoice>().unwrap_err();
+            assert!(e.contains(bad) && e.contains("cuda:N"), "{e}");
+        }
+        let mut cfg = RunConfig::with_model(ModelConfig::tiny());
+        cfg.train.device = DeviceChoice::Cuda(1);
+        let text = cfg.to_toml_string().unwrap();
+        assert!(text.contains("device = \"cuda:1\""), "{text}");
+        assert_eq!(RunConfig::from_toml_str(&text).unwrap(), cfg);
+        let typo = text.replace("device = \"cuda:1\"", "device = \"cuda:one\"");
+        let err = RunConfig::from_toml_str(&typo).unwrap_err().to_string();
+        assert!(err.contains("cuda:one"), "{err}");
+    }
+
+    #[test]
+    fn a_cuda_device_that_is_not_there_is_an_error_naming_it() {
+        let count = if tch::Cuda::is_available() {
+            tch::Cuda::device_count() as usize
+        } else {
+            0
+        };
+        let missing = DeviceChoice::Cuda(count);
+        let err = missing.device().unwrap_err().to_string();
+        assert!(err.contains(&format!("`{missing}` requested")), "{err}");
+        if count == 0 {
+            assert!(err.contains("CUDA is not available"), "{err}");
+        } else {
+            assert!(err.contains(&format!("{count} CUDA device(s)")), "{err}");
+            assert_eq!(
+                DeviceChoice::Cuda(0).device().unwrap(),
+                tch::Device::Cuda(0)
+            );
+        }
     }
 }
