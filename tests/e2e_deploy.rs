@@ -294,15 +294,11 @@ fn an_official_checkpoint_becomes_the_baseline_and_bad_ones_are_refused() {
             config.to_str().unwrap(),
             "--run",
             run.to_str().unwrap(),
-            "--synth-train",
-            "2",
-            "--synth-val",
-            "1",
-            "--synth-test",
-            "1",
         ]
+        .into_iter()
+        .chain(common::SMALL_COHORT)
         .map(String::from)
-        .to_vec();
+        .collect();
         a.extend(extra.iter().map(|s| s.to_string()));
         a
     };

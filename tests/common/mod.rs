@@ -71,6 +71,16 @@ pub fn json_stdout(args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}\n{}", text(&o)))
 }
 
+/// The synthetic cohort of the tests: 2 training, 1 validation and 1 test patients.
+pub const SMALL_COHORT: [&str; 6] = [
+    "--synth-train",
+    "2",
+    "--synth-val",
+    "1",
+    "--synth-test",
+    "1",
+];
+
 /// Arguments of `command` (train or reproduce) of the tiny preset into `run` on CPU, on
 /// a synthetic cohort of 2 training, 1 validation and 1 test patients, without a progress
 /// bar, with `sets` as `--set` overrides.
@@ -81,19 +91,12 @@ fn tiny_args(command: &str, run: &Path, sets: &[String]) -> Vec<String> {
         tiny_config().to_str().unwrap(),
         "--run",
         run.to_str().unwrap(),
-        "--synth-train",
-        "2",
-        "--synth-val",
-        "1",
-        "--synth-test",
-        "1",
-        "--set",
-        "train.progress=false",
-        "--device",
-        "cpu",
     ]
+    .into_iter()
+    .chain(SMALL_COHORT)
+    .chain(["--set", "train.progress=false", "--device", "cpu"])
     .map(String::from)
-    .to_vec();
+    .collect();
     for s in sets {
         args.extend(["--set".to_string(), s.clone()]);
     }

@@ -54,18 +54,19 @@ pub fn of_tree(dir: &Path, skip: &[&str]) -> Result<BTreeMap<String, String>> {
 /// files by renaming a new one into place, so a link is never written through. Returns
 /// the number of files linked and the bytes saved; where the file system has no hard
 /// links the copies stay.
-pub fn link_duplicates(dir: &Path) -> Result<(usize, u64)> {
+/// `digests` are those of every file under `dir` ([`of_tree`] with nothing skipped).
+pub fn link_duplicates(dir: &Path, digests: &BTreeMap<String, String>) -> Result<(usize, u64)> {
     use std::os::unix::fs::MetadataExt;
-    let mut first: BTreeMap<String, std::path::PathBuf> = BTreeMap::new();
+    let mut first: BTreeMap<&str, std::path::PathBuf> = BTreeMap::new();
     let (mut linked, mut saved) = (0usize, 0u64);
-    for (rel, digest) in of_tree(dir, &[])? {
-        let path = dir.join(&rel);
+    for (rel, digest) in digests {
+        let path = dir.join(rel);
         let meta = std::fs::symlink_metadata(&path)
             .with_context(|| format!("cannot stat {}", path.display()))?;
         if !meta.is_file() || meta.len() == 0 {
             continue;
         }
-        let Some(keep) = first.get(&digest) else {
+        let Some(keep) = first.get(digest.as_str()) else {
             first.insert(digest, path);
             continue;
         };
@@ -86,6 +87,13 @@ pub fn link_duplicates(dir: &Path) -> Result<(usize, u64)> {
         saved += meta.len();
     }
     Ok((linked, saved))
+}
+
+/// `digests` (from [`of_tree`]) without the entries under the top-level names in `skip`,
+/// as [`of_tree`] with that `skip` would give them.
+pub fn without(mut digests: BTreeMap<String, String>, skip: &[&str]) -> BTreeMap<String, String> {
+    digests.retain(|rel, _| !skip.contains(&rel.split('/').next().unwrap_or(rel)));
+    digests
 }
 
 fn walk(root: &Path, dir: &Path, skip: &[&str], out: &mut BTreeMap<String, String>) -> Result<()> {
@@ -237,7 +245,11 @@ mod tests {
         std::fs::write(dir.join("empty-a"), b"").unwrap();
         std::fs::write(dir.join("empty-b"), b"").unwrap();
         let before = of_tree(&dir, &[]).unwrap();
-        assert_eq!(link_duplicates(&dir).unwrap(), (2, 2 * 4096));
+        assert_eq!(
+            without(before.clone(), &["checkpoints"]),
+            of_tree(&dir, &["checkpoints"]).unwrap()
+        );
+        assert_eq!(link_duplicates(&dir, &before).unwrap(), (2, 2 * 4096));
         assert_eq!(of_tree(&dir, &[]).unwrap(), before, "contents unchanged");
         let ino = |f: &str| std::fs::metadata(dir.join(f)).unwrap().ino();
         let first = ino("best.safetensors");
@@ -245,7 +257,7 @@ mod tests {
         assert_eq!(ino("checkpoints/epoch-0001/model.safetensors"), first);
         assert_ne!(ino("other.safetensors"), first);
         // Linked already: nothing more to do.
-        assert_eq!(link_duplicates(&dir).unwrap(), (0, 0));
+        assert_eq!(link_duplicates(&dir, &before).unwrap(), (0, 0));
         // Writers rename a new file into place: the other paths keep their bytes.
         slimseg_data::write_atomic(&dir.join("weights.safetensors"), b"new").unwrap();
         assert_eq!(std::fs::read(dir.join("best.safetensors")).unwrap(), w);

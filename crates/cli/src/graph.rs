@@ -112,10 +112,10 @@ const fn up(stage: &'static str, files: &'static [&'static str]) -> Upstream {
     }
 }
 
-const fn optional(stage: &'static str, files: &'static [&'static str]) -> Upstream {
+const fn optional(stage: &'static str) -> Upstream {
     Upstream {
         stage,
-        files,
+        files: &[],
         optional: true,
     }
 }
@@ -262,13 +262,13 @@ pub static GRAPH: [StageDef; 8] = [
         data: true,
         files: &[],
         upstream: &[
-            optional("transunet", &[]),
-            optional("baseline", &[]),
-            optional("search", &[]),
-            optional("compressed", &[]),
-            optional("finetuned", &[]),
-            optional("uniform", &[]),
-            optional("bench", &[]),
+            optional("transunet"),
+            optional("baseline"),
+            optional("search"),
+            optional("compressed"),
+            optional("finetuned"),
+            optional("uniform"),
+            optional("bench"),
         ],
         produces: &["report.md", "report.json"],
         make: crate::report::make,
@@ -819,7 +819,9 @@ pub fn make(ctx: &mut Ctx<'_>, name: &str, force: bool) -> Result<Made> {
         }
         bail!("{}: the {name} stage did not produce {f}", dir.display());
     }
-    let (linked, saved) = digest::link_duplicates(&dir)?;
+    // One pass over the folder's files: it finds the copies and gives the record's digests.
+    let all = digest::of_tree(&dir, &[])?;
+    let (linked, saved) = digest::link_duplicates(&dir, &all)?;
     if linked > 0 {
         eprintln!(
             "[{name}] {linked} file(s) identical to another stored once ({:.1} MB saved)",
@@ -830,7 +832,7 @@ pub fn make(ctx: &mut Ctx<'_>, name: &str, force: bool) -> Result<Made> {
     let rec = StageRecord {
         stage: name.into(),
         id: fingerprint.id(),
-        outputs: digest::of_tree(&dir, &["checkpoints", STAGE_RECORD, INPUTS_FILE])?,
+        outputs: digest::without(all, &["checkpoints", STAGE_RECORD, INPUTS_FILE]),
         fingerprint,
         seconds,
         finished_unix: SystemTime::now()
