@@ -121,7 +121,7 @@ const fn optional(stage: &'static str) -> Upstream {
 }
 
 /// The stages in pipeline order.
-pub static GRAPH: [StageDef; 8] = [
+pub static GRAPH: [StageDef; 9] = [
     StageDef {
         name: "baseline",
         command: "train",
@@ -255,6 +255,34 @@ pub static GRAPH: [StageDef; 8] = [
         off: always,
     },
     StageDef {
+        name: "sweep",
+        command: "sweep",
+        about: "one subnet per budget of [sweep] from the one search, and its uniform control, fine-tuned and timed",
+        reads: &[
+            "model",
+            "data",
+            "train",
+            "search.epochs",
+            "search.lr",
+            "select",
+            "finetune",
+            "controls.uniform",
+            "sweep",
+            "bench",
+            "device",
+            "threads",
+        ],
+        data: true,
+        files: &[],
+        upstream: &[
+            up("baseline", &["best.safetensors"]),
+            up("search", &["weights.safetensors", "gates_end.json"]),
+        ],
+        produces: &["sweep.json", "latency.json"],
+        make: stages::sweep::make,
+        off: stages::sweep::off,
+    },
+    StageDef {
         name: "report",
         command: "report",
         about: "Markdown, JSON and figures",
@@ -269,6 +297,7 @@ pub static GRAPH: [StageDef; 8] = [
             optional("finetuned"),
             optional("uniform"),
             optional("bench"),
+            optional("sweep"),
         ],
         produces: &["report.md", "report.json"],
         make: crate::report::make,

@@ -11,11 +11,11 @@ mod doctor;
 mod eval_cmd;
 mod evaluate_cmd;
 mod export;
+mod figures;
 mod graph;
 mod guard;
 mod info;
 mod lock;
-mod plot;
 mod predict;
 mod report;
 mod reproduce;
@@ -63,6 +63,10 @@ enum Command {
     /// The uniform-width control: the compressed model's cost spread evenly over the
     /// blocks, sliced from the baseline and fine-tuned the same way (RUN/uniform).
     Uniform(stages::finetune::FinetuneArgs),
+    /// Budget sweep: from the one search, one subnet per kept fraction (--keep or
+    /// [sweep] keep) and its uniform control, sliced, fine-tuned, evaluated and timed
+    /// side by side (RUN/sweep).
+    Sweep(stages::sweep::SweepArgs),
     /// Each model's forward latency (RUN/bench), or a side measurement with other options
     /// (RUN/measurements).
     Bench(stages::bench::BenchArgs),
@@ -111,6 +115,7 @@ fn main() -> anyhow::Result<()> {
         Command::Compress(a) => stages::compress::cmd(a),
         Command::Finetune(a) => stages::finetune::cmd(a),
         Command::Uniform(a) => stages::uniform::cmd(a),
+        Command::Sweep(a) => stages::sweep::cmd(a),
         Command::Bench(a) => stages::bench::cmd(a),
         Command::Report(a) => report::report_cmd(a),
         Command::Reproduce(a) => reproduce::reproduce_cmd(a),

@@ -13,7 +13,7 @@ use clap::Args;
 use serde_json::json;
 use slimseg_data::metrics::mean_defined;
 use slimseg_data::pipeline::resize_cubic;
-use slimseg_data::viz::slice_with_mask_rgb;
+use slimseg_data::viz::{LABEL_COLORS, slice_with_mask_rgb};
 use slimseg_data::{AcdcDataset, Phase};
 use slimseg_model::GateValues;
 use slimseg_model::count::count;
@@ -27,12 +27,13 @@ use slimseg_search::stages::SUBNET_FILE;
 
 use crate::graph::{Ctx, GRAPH, Provenance, StageRecord, states};
 
-use crate::plot::{
-    Canvas, Chart, HistogramPanel, Series, bin_counts, colors, histograms, line_charts,
-};
+use crate::figures::{self, Curve, Figure, GatePanel, OverlayRow, ParetoPoint};
 use crate::run::{Run, RunArgs, read_json};
 use crate::stages::bench::{BenchReport, LATENCY_FILE, side_measurements};
-use crate::stages::{ModelInfo, ModelStage, load_stage_model, model_info, read_eval, stage_arch};
+use crate::stages::sweep::{SWEEP_FILE, SweepModel, SweepRecord};
+use crate::stages::{
+    EVAL_FILE, ModelInfo, ModelStage, load_stage_model, model_info, read_eval, stage_arch,
+};
 use crate::status::{short_commit, utc};
 
 /// Options of `report`.
@@ -212,59 +213,35 @@ fn read_log(path: &Path) -> Result<Vec<(f64, f64, Option<f64>)>> {
     Ok(rows)
 }
 
-fn gates_figure(g: &GateValues, spec: Option<&SubnetSpec>) -> Canvas {
-    let dims: [(&str, Vec<f32>, Option<f64>); 3] = [
-        (
-            "ATTENTION",
-            g.attn.iter().flatten().flatten().copied().collect(),
-            spec.and_then(|s| s.thresholds.attn),
-        ),
-        (
-            "MLP",
-            g.mlp.iter().flatten().copied().collect(),
-            spec.and_then(|s| s.thresholds.mlp),
-        ),
-        (
-            "TOKEN",
-            g.token.iter().flatten().copied().collect(),
-            spec.and_then(|s| s.thresholds.token),
-        ),
+fn gates_figure(g: &GateValues, spec: Option<&SubnetSpec>) -> Result<Figure> {
+    let mags = |v: Vec<f32>| v.iter().map(|v| v.abs() as f64).collect::<Vec<f64>>();
+    let panels = [
+        GatePanel {
+            name: "attention head dims".into(),
+            magnitudes: mags(g.attn.iter().flatten().flatten().copied().collect()),
+            threshold: spec.and_then(|s| s.thresholds.attn),
+        },
+        GatePanel {
+            name: "MLP units".into(),
+            magnitudes: mags(g.mlp.iter().flatten().copied().collect()),
+            threshold: spec.and_then(|s| s.thresholds.mlp),
+        },
+        GatePanel {
+            name: "tokens".into(),
+            magnitudes: mags(g.token.iter().flatten().copied().collect()),
+            threshold: spec.and_then(|s| s.thresholds.token),
+        },
     ];
-    let panels: Vec<HistogramPanel> = dims
-        .into_iter()
-        .map(|(name, vals, t)| {
-            let mags: Vec<f64> = vals.iter().map(|v| v.abs() as f64).collect();
-            let max = mags.iter().copied().fold(0.0, f64::max);
-            let min = mags.iter().copied().fold(f64::INFINITY, f64::min);
-            // Gates that barely moved cluster far from 0: zoom onto their range.
-            let (lo, hi) = if max <= 0.0 {
-                (0.0, 1.0)
-            } else if min > 0.5 * max {
-                let pad = ((max - min) * 0.05).max(max * 1e-3);
-                ((min - pad).max(0.0), max + pad)
-            } else {
-                (0.0, max * 1.02)
-            };
-            HistogramPanel {
-                title: format!("{name} N={}", vals.len()),
-                counts: bin_counts(&mags, lo, hi, 40),
-                lo,
-                hi,
-                threshold: t,
-            }
-        })
-        .collect();
-    histograms(&panels)
+    figures::gates(&panels)
 }
 
-fn curves_figure(run: &Run, done: &[&str]) -> Result<Option<Canvas>> {
-    let mut loss = Vec::new();
-    let mut dice = Vec::new();
+fn curves_figure(run: &Run, done: &[&str]) -> Result<Option<Figure>> {
+    let mut curves = Vec::new();
     let mut offset = 0.0;
     for (dir, label, color) in [
-        ("baseline", "BASELINE", colors::BLUE),
-        ("search", "SEARCH", colors::ORANGE),
-        ("finetuned", "FINE-TUNE", colors::GREEN),
+        ("baseline", "baseline", figures::colors::BLUE),
+        ("search", "search", figures::colors::ORANGE),
+        ("finetuned", "fine-tuning", figures::colors::GREEN),
     ] {
         let p = run.stage(dir).join("log.csv");
         // An imported baseline has no training log.
@@ -272,39 +249,21 @@ fn curves_figure(run: &Run, done: &[&str]) -> Result<Option<Canvas>> {
             continue;
         }
         let rows = read_log(&p)?;
-        loss.push(Series {
+        curves.push(Curve {
             label: label.into(),
             color,
-            points: rows.iter().map(|r| (offset + r.0, r.1)).collect(),
-        });
-        dice.push(Series {
-            label: label.into(),
-            color,
-            points: rows
+            loss: rows.iter().map(|r| (offset + r.0, r.1)).collect(),
+            dice: rows
                 .iter()
                 .filter_map(|r| r.2.map(|d| (offset + r.0, d)))
                 .collect(),
         });
         offset += rows.last().map_or(0.0, |r| r.0);
     }
-    if loss.is_empty() {
+    if curves.is_empty() {
         return Ok(None);
     }
-    let xlabel = "EPOCH (STAGES IN SEQUENCE)".to_string();
-    Ok(Some(line_charts(&[
-        Chart {
-            title: "SEGMENTATION LOSS".into(),
-            xlabel: xlabel.clone(),
-            series: loss,
-            y_range: None,
-        },
-        Chart {
-            title: "VALIDATION DICE".into(),
-            xlabel,
-            series: dice,
-            y_range: Some((0.0, 1.0)),
-        },
-    ])))
+    figures::curves(&curves).map(Some)
 }
 
 /// A few test volumes for overlays (normalised as in training).
@@ -319,7 +278,7 @@ fn overlay_volumes(run: &Run, n: usize) -> Result<Vec<EvalVolume>> {
     Ok(eval_volumes(&frames, run.cfg.data.normalization)?)
 }
 
-fn upscale(w: usize, h: usize, rgb: &[u8], k: usize) -> (usize, usize, Vec<u8>) {
+fn upscale(w: usize, h: usize, rgb: &[u8], k: usize) -> (u32, u32, Vec<u8>) {
     let (ow, oh) = (w * k, h * k);
     let mut out = vec![0u8; ow * oh * 3];
     for y in 0..oh {
@@ -329,11 +288,12 @@ fn upscale(w: usize, h: usize, rgb: &[u8], k: usize) -> (usize, usize, Vec<u8>) 
             out[d..d + 3].copy_from_slice(&rgb[s..s + 3]);
         }
     }
-    (ow, oh, out)
+    (ow as u32, oh as u32, out)
 }
 
-/// Overlays: per volume, the slice with most ground truth as image | truth | predictions.
-fn overlay_figure(run: &Run, stages: &[ModelStage]) -> Result<Option<Canvas>> {
+/// Overlays: per volume, the slice with most ground truth as image | truth | each
+/// stage's prediction, labelled with patient, phase and slice.
+fn overlay_figure(run: &Run, stages: &[ModelStage]) -> Result<Option<Figure>> {
     let vols = overlay_volumes(run, 2)?;
     if vols.is_empty() || stages.is_empty() {
         return Ok(None);
@@ -352,9 +312,10 @@ fn overlay_figure(run: &Run, stages: &[ModelStage]) -> Result<Option<Canvas>> {
                 .collect::<std::result::Result<_, _>>()?,
         );
     }
-    let mut tiles: Vec<Vec<(usize, usize, Vec<u8>)>> = Vec::new();
+    let mut rows = Vec::new();
     for (i, v) in vols.iter().enumerate() {
-        let z = (0..v.labels.dim().0)
+        let slices = v.labels.dim().0;
+        let z = (0..slices)
             .max_by_key(|&z| {
                 v.labels
                     .index_axis(ndarray::Axis(0), z)
@@ -366,7 +327,6 @@ fn overlay_figure(run: &Run, stages: &[ModelStage]) -> Result<Option<Canvas>> {
         let img = v.image.index_axis(ndarray::Axis(0), z);
         let (h, w) = img.dim();
         let k = if h.max(w) < 160 { 2 } else { 1 };
-        let mut row = Vec::new();
         let (_, ww, rgb) = slice_with_mask_rgb(img, v.labels.index_axis(ndarray::Axis(0), z))?;
         let half = |rgb: &[u8], right: bool| -> Vec<u8> {
             let mut out = Vec::with_capacity(h * w * 3);
@@ -376,35 +336,32 @@ fn overlay_figure(run: &Run, stages: &[ModelStage]) -> Result<Option<Canvas>> {
             }
             out
         };
-        row.push(upscale(w, h, &half(&rgb, false), k));
-        row.push(upscale(w, h, &half(&rgb, true), k));
+        let mut tiles = vec![
+            upscale(w, h, &half(&rgb, false), k),
+            upscale(w, h, &half(&rgb, true), k),
+        ];
         for p in &preds {
             let (_, _, rgb) = slice_with_mask_rgb(img, p[i].index_axis(ndarray::Axis(0), z))?;
-            row.push(upscale(w, h, &half(&rgb, true), k));
+            tiles.push(upscale(w, h, &half(&rgb, true), k));
         }
-        tiles.push(row);
+        rows.push(OverlayRow {
+            label: format!(
+                "patient {:03}, {}, slice {} of {slices}",
+                v.patient,
+                v.phase,
+                z + 1
+            ),
+            tiles,
+        });
     }
-    let cols = 2 + stages.len();
-    let tw = tiles.iter().flatten().map(|t| t.0).max().unwrap_or(1);
-    let th = tiles.iter().flatten().map(|t| t.1).max().unwrap_or(1);
-    let gap = 8;
-    let top = 24;
-    let mut c = Canvas::new(
-        cols * (tw + gap) + gap,
-        top + tiles.len() * (th + gap) + gap,
-        colors::WHITE,
-    );
-    let mut titles = vec!["IMAGE".to_string(), "GROUND TRUTH".to_string()];
-    titles.extend(stages.iter().map(|s| s.dir().to_uppercase()));
-    for (j, t) in titles.iter().enumerate() {
-        c.text((gap + j * (tw + gap)) as i64, 8, t, 1, colors::BLACK);
-    }
-    for (i, row) in tiles.iter().enumerate() {
-        for (j, (w, h, rgb)) in row.iter().enumerate() {
-            c.blit(gap + j * (tw + gap), top + i * (th + gap), *w, *h, rgb);
-        }
-    }
-    Ok(Some(c))
+    let mut titles = vec!["image".to_string(), "ground truth".to_string()];
+    titles.extend(stages.iter().map(|s| s.title(&run.cfg.model).to_string()));
+    let legend = [
+        ("RV", LABEL_COLORS[0]),
+        ("MYO", LABEL_COLORS[1]),
+        ("LV", LABEL_COLORS[2]),
+    ];
+    figures::overlays(&titles, &rows, &legend).map(Some)
 }
 
 /// Writes the report of the run into `out` (the report stage's folder).
@@ -756,7 +713,7 @@ pub fn make(ctx: &mut Ctx<'_>, out: &Path) -> Result<()> {
     let gates_path = run.stage("search").join("gates_end.json");
     if record("search").is_some() {
         let g = read_gate_values(&gates_path)?;
-        gates_figure(&g, spec.as_ref()).save_png(&out.join("gates.png"))?;
+        gates_figure(&g, spec.as_ref())?.save_png(&out.join("gates.png"))?;
         figures.push("gates.png");
         let _ = writeln!(
             md,
@@ -777,10 +734,14 @@ pub fn make(ctx: &mut Ctx<'_>, out: &Path) -> Result<()> {
              validation Dice, baseline, search and fine-tuning in sequence.\n\n![curves](curves.png)\n"
         );
     }
-    let overlay_stages: Vec<ModelStage> = [ModelStage::Baseline, ModelStage::Finetuned]
-        .into_iter()
-        .filter(|s| record(s.dir()).is_some())
-        .collect();
+    let overlay_stages: Vec<ModelStage> = [
+        ModelStage::Baseline,
+        ModelStage::Compressed,
+        ModelStage::Finetuned,
+    ]
+    .into_iter()
+    .filter(|s| record(s.dir()).is_some())
+    .collect();
     match overlay_figure(run, &overlay_stages) {
         Ok(Some(c)) => {
             c.save_png(&out.join("overlays.png"))?;
@@ -794,6 +755,17 @@ pub fn make(ctx: &mut Ctx<'_>, out: &Path) -> Result<()> {
         Ok(None) => {}
         Err(e) => eprintln!("report: no overlays: {e:#}"),
     }
+
+    let sweep = match record("sweep") {
+        Some(_) => sweep_section(
+            run,
+            &mut md,
+            out,
+            &mut figures,
+            acc_of(ModelStage::Baseline),
+        )?,
+        None => json!(null),
+    };
 
     let now = Provenance::now(run.device()?);
     let date = utc(std::time::SystemTime::now()
@@ -934,6 +906,7 @@ pub fn make(ctx: &mut Ctx<'_>, out: &Path) -> Result<()> {
             "stage_seconds": r.record.as_ref().map(|x| x.seconds),
         })).collect::<Vec<_>>(),
         "comparisons": comparisons,
+        "sweep": sweep,
         "summary": summary,
         "subnet": spec,
         "latency": latency,
@@ -958,6 +931,156 @@ pub fn make(ctx: &mut Ctx<'_>, out: &Path) -> Result<()> {
     let md_path = out.join("report.md");
     slimseg_data::write_atomic(&md_path, md.as_bytes())
         .with_context(|| format!("cannot write {}", md_path.display()))
+}
+
+/// One sweep model's accuracy from its `eval.json`.
+fn sweep_accuracy(sweep: &Path, m: &SweepModel) -> Result<Accuracy> {
+    let path = sweep.join(&m.dir).join(EVAL_FILE);
+    let rep: EvalReport = read_json(&path)?;
+    Ok(Accuracy::of(&rep))
+}
+
+/// The budget sweep: per budget, the learned subnet and its uniform control (size, Dice
+/// with its interval, latency) and their paired difference, and the Pareto figures of
+/// Dice against MACs and against latency. Returns `report.json`'s `sweep` array.
+fn sweep_section(
+    run: &Run,
+    md: &mut String,
+    out: &Path,
+    figures: &mut Vec<&'static str>,
+    baseline: Option<&Accuracy>,
+) -> Result<serde_json::Value> {
+    let dir = run.stage("sweep");
+    let rec: SweepRecord = read_json(&dir.join(SWEEP_FILE))?;
+    let full = &rec.full.summary;
+    let giga = full.full_macs >= 1_000_000_000;
+    let (mac_unit, mac_scale) = if giga { ("G", 1e9) } else { ("M", 1e6) };
+    let batch = rec.batches.first().copied().unwrap_or(1);
+    let _ = writeln!(
+        md,
+        "## Budget sweep\n\nFrom the one search, one subnet per budget (the run's budget kind \
+         at each kept fraction), sliced and fine-tuned with the fine-tuning schedule, and its \
+         uniform control of no more cost, fine-tuned the same way. Dice is the mean over the \
+         test volumes with its 95% bootstrap interval; the difference is paired over the same \
+         volumes. Latency: median ms per forward pass at batch {batch} on {}, every model and \
+         the full baseline ({:.2} ms) timed side by side in one run.\n",
+        rec.device, rec.full.latency_ms[0]
+    );
+    let _ = writeln!(
+        md,
+        "| keep | model | params | MACs ({mac_unit}) | mean Dice (95% CI) | latency (ms) | \
+         learned − uniform (points, 95% CI) |\n|---:|---|---:|---:|---:|---:|---:|"
+    );
+    let pct = |v: u64, of: u64| 100.0 * (v as f64 / of as f64 - 1.0);
+    let macs_cell = |n: u64| match giga {
+        true => format!("{:.3}", n as f64 / 1e9),
+        false => format!("{:.2}", n as f64 / 1e6),
+    };
+    let dice_cell = |a: &Accuracy| match a.dice_ci {
+        Some(c) => format!(
+            "{:.2} ({:.2}–{:.2})",
+            100.0 * c.mean,
+            100.0 * c.lo,
+            100.0 * c.hi
+        ),
+        None => "–".into(),
+    };
+    let point = |m: &SweepModel, a: &Accuracy| {
+        json!({
+            "params": m.summary.params,
+            "macs": m.summary.macs,
+            "dice_mean": a.dice_ci.map(|c| c.mean),
+            "dice_ci95": a.dice_ci.map(|c| [c.lo, c.hi]),
+            "latency_ms": rec.batches.iter().zip(&m.latency_ms)
+                .map(|(b, v)| (b.to_string(), json!(v)))
+                .collect::<serde_json::Map<_, _>>(),
+        })
+    };
+    let pareto_point = |cost: f64, a: &Accuracy, label: String| {
+        a.dice_ci.map(|c| ParetoPoint {
+            cost,
+            dice: 100.0 * c.mean,
+            ci: (100.0 * c.lo, 100.0 * c.hi),
+            label,
+        })
+    };
+    let mut entries = Vec::new();
+    let (mut by_macs, mut by_latency) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
+    for b in &rec.budgets {
+        let learned = sweep_accuracy(&dir, &b.learned)?;
+        let uniform = match &b.uniform {
+            Some(u) => Some((u, sweep_accuracy(&dir, u)?)),
+            None => None,
+        };
+        let diff = uniform.as_ref().and_then(|(_, ua)| paired(&learned, ua));
+        let models = std::iter::once(("learned", &b.learned, &learned))
+            .chain(uniform.as_ref().map(|(u, ua)| ("uniform", *u, ua)));
+        for (k, (name, m, a)) in models.enumerate() {
+            let _ = writeln!(
+                md,
+                "| {} | {name} | {} ({:+.1}%) | {} ({:+.1}%) | {} | {:.2} ({:+.1}%) | {} |",
+                b.keep,
+                thousands(m.summary.params),
+                pct(m.summary.params, full.full_params),
+                macs_cell(m.summary.macs),
+                pct(m.summary.macs, full.full_macs),
+                dice_cell(a),
+                m.latency_ms[0],
+                100.0 * (m.latency_ms[0] / rec.full.latency_ms[0] - 1.0),
+                match (k, &diff) {
+                    (0, Some(d)) => format!(
+                        "{:+.2} ({:+.2} to {:+.2})",
+                        100.0 * d.mean,
+                        100.0 * d.lo,
+                        100.0 * d.hi
+                    ),
+                    _ => String::new(),
+                }
+            );
+            let i = usize::from(k > 0);
+            let label = format!("{}", b.keep);
+            by_macs[i].extend(pareto_point(
+                m.summary.macs as f64 / mac_scale,
+                a,
+                label.clone(),
+            ));
+            by_latency[i].extend(pareto_point(m.latency_ms[0], a, label));
+        }
+        entries.push(json!({
+            "keep": b.keep,
+            "budget": b.budget,
+            "learned": point(&b.learned, &learned),
+            "uniform": uniform.as_ref().map(|(u, ua)| point(u, ua)),
+            "learned_minus_uniform": diff.map(|d| json!({
+                "mean": d.mean, "ci95": [d.lo, d.hi], "volumes": d.n,
+            })),
+        }));
+    }
+    md.push('\n');
+    let full_points = baseline.map(|a| {
+        (
+            pareto_point(full.full_macs as f64 / mac_scale, a, "full baseline".into()),
+            pareto_point(rec.full.latency_ms[0], a, "full baseline".into()),
+        )
+    });
+    if let Some((Some(fm), Some(fl))) = full_points {
+        let [lm, um] = &by_macs;
+        figures::pareto(&format!("MACs per image ({mac_unit})"), lm, um, &fm)?
+            .save_png(&out.join("pareto_macs.png"))?;
+        let [ll, ul] = &by_latency;
+        figures::pareto(&format!("latency at batch {batch} (ms)"), ll, ul, &fl)?
+            .save_png(&out.join("pareto_latency.png"))?;
+        figures.extend(["pareto_macs.png", "pareto_latency.png"]);
+        let _ = writeln!(
+            md,
+            "Mean test Dice against MACs and against measured latency, learned subnets \
+             (blue, labelled with their kept fraction) and uniform controls (orange) with \
+             their 95% intervals, the full baseline (cross) and the paper's 70% of its cost \
+             (dashed).\n\n![Pareto: Dice against MACs](pareto_macs.png)\n\n\
+             ![Pareto: Dice against latency](pareto_latency.png)\n"
+        );
+    }
+    Ok(json!(entries))
 }
 
 /// The comparisons the paper's experiment makes: each as (model, reference, what it

@@ -66,6 +66,15 @@ impl Phase {
     pub const BOTH: [Phase; 2] = [Phase::ED, Phase::ES];
 }
 
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Phase::ED => "ED",
+            Phase::ES => "ES",
+        })
+    }
+}
+
 /// Pathology group of an ACDC patient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Group {

@@ -462,6 +462,38 @@ pub struct RunConfig {
     /// The control models trained beside the searched one.
     #[serde(default)]
     pub controls: ControlsConfig,
+    /// The budget sweep: more subnets from the one search.
+    #[serde(default)]
+    pub sweep: SweepConfig,
+}
+
+/// The `[sweep]` table: from the one search, one subnet per budget, each sliced and
+/// fine-tuned with its uniform control of the same cost (the `sweep` stage).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SweepConfig {
+    /// The kept fractions: each replaces the fraction(s) of `[select]`'s budget (both
+    /// limits of a joint budget, every dimension of a per-dimension one). Empty (the
+    /// default): no sweep.
+    pub keep: Vec<f64>,
+}
+
+impl SweepConfig {
+    /// Checks every value.
+    pub fn validate(&self) -> Result<()> {
+        for (i, &k) in self.keep.iter().enumerate() {
+            if !(k > 0.0 && k <= 1.0) {
+                return Err(Error::config(
+                    "sweep.keep",
+                    format!("{k} is not a kept fraction in (0, 1]"),
+                ));
+            }
+            if self.keep[..i].contains(&k) {
+                return Err(Error::config("sweep.keep", format!("{k} is listed twice")));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The `[controls]` table: the models the report compares the compressed one with,
@@ -539,6 +571,7 @@ impl RunConfig {
             finetune: FinetuneConfig::default(),
             bench: BenchConfig::default(),
             controls: ControlsConfig::default(),
+            sweep: SweepConfig::default(),
         }
     }
 
@@ -575,7 +608,8 @@ impl RunConfig {
         self.search.validate()?;
         self.select.validate()?;
         self.finetune.validate()?;
-        self.bench.validate()
+        self.bench.validate()?;
+        self.sweep.validate()
     }
 
     /// Parses and validates a TOML document.
@@ -610,7 +644,7 @@ impl RunConfig {
     /// continued on another device counts as the same run (the trainer checks the thread
     /// count itself), and so are the paths of the data root and of the pretrained
     /// checkpoint, which a caller identifies by content (a moved run is the same run), as
-    /// are `[bench]` and `[controls]`, which no training reads.
+    /// are `[bench]`, `[controls]` and `[sweep]`, which no training reads.
     pub fn result_identity(&self) -> Result<String> {
         let mut c = self.clone();
         c.data.root = None;
@@ -618,6 +652,7 @@ impl RunConfig {
         c.train.import = None;
         c.bench = BenchConfig::default();
         c.controls = ControlsConfig::default();
+        c.sweep = SweepConfig::default();
         c.train.device = DeviceChoice::Auto;
         c.train.threads = 0;
         c.train.progress = true;

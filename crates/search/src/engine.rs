@@ -360,38 +360,56 @@ fn load_checkpoint(
 /// Progress on stderr. On a terminal (and with `train.progress`), a live line redrawn
 /// in place: epoch, iteration, loss, throughput, ETA. Always one plain line per epoch,
 /// without control characters, so that a log file reads cleanly.
+/// A training's progress on stderr: on a terminal (with `train.progress`), an indicatif
+/// bar over the iterations with the running loss, throughput and ETA, and the finished
+/// epochs' lines printed above it; otherwise only one plain line per finished epoch (no
+/// control characters, so a log file reads cleanly).
 struct Progress {
-    live: bool,
+    bar: Option<indicatif::ProgressBar>,
     label: String,
-    last_draw: Option<Instant>,
 }
 
 impl Progress {
-    fn draw(&mut self, text: impl FnOnce() -> String) {
-        if !self.live {
-            return;
-        }
-        let now = Instant::now();
-        if self
-            .last_draw
-            .is_some_and(|t| now.duration_since(t).as_secs_f64() < 0.5)
-        {
-            return;
-        }
-        self.last_draw = Some(now);
-        let mut err = std::io::stderr().lock();
-        let _ = write!(err, "\r\x1b[2K[{}] {}", self.label, text());
-        let _ = err.flush();
+    fn new(live: bool, label: String, iterations: u64, done: u64) -> Self {
+        let bar = live.then(|| {
+            let bar = indicatif::ProgressBar::new(iterations);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "[{prefix}] {bar:28} it {pos}/{len} {msg} [{elapsed} < {eta}]",
+                )
+                .expect("a valid template"),
+            );
+            bar.set_prefix(label.clone());
+            bar.set_position(done);
+            bar
+        });
+        Progress { bar, label }
     }
 
-    /// The line of a finished epoch (replacing the live line on a terminal).
-    fn epoch_line(&mut self, text: &str) {
-        let mut err = std::io::stderr().lock();
-        if self.live {
-            let _ = write!(err, "\r\x1b[2K");
+    /// Moves the bar to `iteration` with `text` beside it.
+    fn draw(&self, iteration: u64, text: impl FnOnce() -> String) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(iteration);
+            bar.set_message(text());
         }
-        let _ = writeln!(err, "[{}] {text}", self.label);
-        self.last_draw = None;
+    }
+
+    /// The line of a finished epoch (above the bar on a terminal).
+    fn epoch_line(&self, text: &str) {
+        let line = format!("[{}] {text}", self.label);
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => {
+                let mut err = std::io::stderr().lock();
+                let _ = writeln!(err, "{line}");
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
     }
 }
 
@@ -559,15 +577,17 @@ pub fn train(
         write_json(&dir.gates_start(), &g.values())?;
     }
 
-    let mut progress = Progress {
-        live: tc.progress && std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        label: match model.gate_mode() {
-            GateMode::Soft => "search".into(),
-            _ if model.arch().is_some() => "finetune".into(),
-            _ => "train".into(),
-        },
-        last_draw: None,
+    let label = match model.gate_mode() {
+        GateMode::Soft => "search",
+        _ if model.arch().is_some() => "finetune",
+        _ => "train",
     };
+    let progress = Progress::new(
+        tc.progress && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        label.into(),
+        max_it as u64,
+        state.iterations as u64,
+    );
     let eval_opts = EvalOptions {
         batch: tc.eval_batch,
         ..EvalOptions::default()
@@ -668,19 +688,14 @@ pub fn train(
             slices += batch.len();
             let el = t0.elapsed().as_secs_f64();
             let rate = slices as f64 / el.max(1e-9);
-            let it_rate = n as f64 / el.max(1e-9);
-            let left = (max_it - state.iterations) as f64 / it_rate.max(1e-9);
-            progress.draw(|| {
+            progress.draw(state.iterations as u64, || {
                 format!(
-                    "epoch {}/{} it {}/{} loss {:.4} lr {:.2e} {:.1} slices/s ETA {}",
+                    "epoch {}/{} loss {:.4} lr {:.2e} {:.1} slices/s",
                     epoch + 1,
                     tc.epochs,
-                    state.iterations,
-                    max_it,
                     sum / n as f64,
                     lr,
                     rate,
-                    fmt_eta(left)
                 )
             });
         }
@@ -736,6 +751,7 @@ pub fn train(
         ));
         epochs_this_call += 1;
     }
+    progress.finish();
     write_log(&dir.log(), &state.history)?;
     let completed = state.epochs_done >= tc.epochs;
     let metrics = TrainMetrics {

@@ -90,6 +90,30 @@ pub enum Budget {
     },
 }
 
+impl Budget {
+    /// The same kind of budget keeping `keep` instead: every fraction it names (both
+    /// limits of a joint budget, each dimension of a per-dimension one) set to `keep`.
+    pub fn with_keep(&self, keep: f64) -> Budget {
+        match *self {
+            Budget::PerDimension { .. } => Budget::PerDimension {
+                attn: keep,
+                mlp: keep,
+                token: keep,
+            },
+            Budget::Model { metric, scope, .. } => Budget::Model {
+                metric,
+                keep,
+                scope,
+            },
+            Budget::Joint { scope, .. } => Budget::Joint {
+                params: keep,
+                macs: keep,
+                scope,
+            },
+        }
+    }
+}
+
 impl std::fmt::Display for Budget {
     /// In words: `at most 70% of the parameters and 70% of the MACs of the whole model`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -1,5 +1,5 @@
 //! The pipeline stages, one file each (`baseline`, `search`, `compress`, `finetune`,
-//! `uniform`, `bench`), and what they share: the models of a run's stages, their evaluation on the
+//! `uniform`, `bench`, `sweep`), and what they share: the models of a run's stages, their evaluation on the
 //! test set and their sizes. Each stage's `make` builds it into a folder; the graph
 //! ([`crate::graph`]) decides when, and records it.
 
@@ -8,6 +8,7 @@ pub mod bench;
 pub mod compress;
 pub mod finetune;
 pub mod search;
+pub mod sweep;
 pub mod uniform;
 
 use std::path::Path;
