@@ -9,14 +9,20 @@ use std::path::Path;
 
 use common::{fails, json, json_stdout, ok, scratch, text, tiny_config, tiny_reproduce_args};
 
-fn assert_png(path: &Path) {
-    let b = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert!(
-        b.starts_with(b"\x89PNG\r\n\x1a\n"),
-        "{} is not a PNG",
-        path.display()
-    );
-    assert!(b.len() > 1000, "{} is suspiciously small", path.display());
+/// Decodes the PNG at `path` whole and returns its size.
+fn png_size(path: &Path) -> (u32, u32) {
+    let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut reader = png::Decoder::new(std::io::BufReader::new(f))
+        .read_info()
+        .unwrap_or_else(|e| panic!("{} is not a PNG: {e}", path.display()));
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let frame = reader
+        .next_frame(&mut buf)
+        .unwrap_or_else(|e| panic!("{} does not decode: {e}", path.display()));
+    // Not a blank canvas: text and marks in several shades.
+    let shades: std::collections::BTreeSet<&u8> = buf[..frame.buffer_size()].iter().collect();
+    assert!(shades.len() > 16, "{} is nearly blank", path.display());
+    (frame.width, frame.height)
 }
 
 #[test]
@@ -24,12 +30,25 @@ fn pipeline_end_to_end() {
     let dir = scratch("pipeline");
     let run = dir.join("run");
     let r = run.to_str().unwrap();
-    let args = tiny_reproduce_args(r);
+    let mut args = tiny_reproduce_args(r);
+    // Two budgets of a sweep, and the progress output a user gets (stderr is a pipe here).
+    for set in ["sweep.keep=[0.8, 0.6]", "train.progress=true"] {
+        args.extend(["--set".to_string(), set.to_string()]);
+    }
     let argv = common::strs(&args);
 
     // First reproduce: every stage runs.
     let o = ok(&argv);
     let stdout = String::from_utf8_lossy(&o.stdout);
+    let log = text(&o);
+    assert!(
+        !log.contains('\x1b') && !log.contains('\r'),
+        "the log of a run whose stderr is not a terminal holds control characters:\n{log:?}"
+    );
+    assert!(
+        log.contains("[train] epoch 1/1 loss"),
+        "one line per epoch:\n{log}"
+    );
     let report_md = run.join("report/report.md");
     assert_eq!(
         stdout.trim().lines().last().unwrap(),
@@ -66,13 +85,48 @@ fn pipeline_end_to_end() {
         "uniform/stage.json",
         "bench/latency.json",
         "bench/stage.json",
+        "sweep/sweep.json",
+        "sweep/latency.json",
+        "sweep/stage.json",
+        "sweep/keep-0.8/learned/subnet.toml",
+        "sweep/keep-0.8/learned/model/weights.safetensors",
+        "sweep/keep-0.8/learned/eval.json",
+        "sweep/keep-0.8/uniform/uniform.json",
+        "sweep/keep-0.8/uniform/eval.json",
+        "sweep/keep-0.6/learned/eval.json",
+        "sweep/keep-0.6/uniform/eval.json",
         "report/report.json",
         "report/stage.json",
     ] {
         assert!(run.join(f).is_file(), "{f} missing");
     }
-    for png in ["gates.png", "curves.png", "overlays.png"] {
-        assert_png(&run.join("report").join(png));
+    // Every figure the report lists decodes, at its size (the overlays: 5 columns of
+    // equal tiles, 10 px apart).
+    let figures = json(&run.join("report/report.json"))["figures"].clone();
+    let figures: Vec<&str> = figures
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        figures,
+        [
+            "gates.png",
+            "curves.png",
+            "overlays.png",
+            "pareto_macs.png",
+            "pareto_latency.png"
+        ]
+    );
+    for png in figures {
+        let (w, h) = png_size(&run.join("report").join(png));
+        match png {
+            "gates.png" => assert_eq!((w, h), (1320, 330)),
+            "curves.png" => assert_eq!((w, h), (1380, 380)),
+            "overlays.png" => assert!(w > 5 * 64 && (w - 10) % 5 == 0 && h > 64, "{w}x{h}"),
+            _ => assert_eq!((w, h), (760, 500), "{png}"),
+        }
     }
     // Identical files are stored once: the last weights are the last checkpoint's, and
     // after one epoch the best weights (and the fine-tuned model's) are the same bytes.
@@ -134,6 +188,9 @@ fn pipeline_end_to_end() {
         "![gates](gates.png)",
         "![curves](curves.png)",
         "![overlays](overlays.png)",
+        "## Budget sweep",
+        "![Pareto: Dice against MACs](pareto_macs.png)",
+        "![Pareto: Dice against latency](pareto_latency.png)",
     ] {
         assert!(md.contains(needle), "report.md lacks `{needle}`:\n{md}");
     }
@@ -233,7 +290,26 @@ fn pipeline_end_to_end() {
     assert!(model("dftransunet")["dice_vs_baseline"].is_null());
     assert!(model("finetuned")["dice_vs_baseline"]["ci95"].is_array());
     assert!(md.contains("95% bootstrap interval"), "{md}");
-    assert_eq!(rep["provenance"]["stages"].as_object().unwrap().len(), 7);
+    assert_eq!(rep["provenance"]["stages"].as_object().unwrap().len(), 8);
+    // The sweep: per budget, the learned subnet and its uniform control.
+    let sweep = rep["sweep"].as_array().unwrap();
+    assert_eq!(sweep.len(), 2);
+    let full_macs = macs("dftransunet") as f64;
+    for (b, keep) in sweep.iter().zip([0.8, 0.6]) {
+        assert_eq!(b["keep"], keep);
+        for m in [&b["learned"], &b["uniform"]] {
+            let (mean, ci) = (m["dice_mean"].as_f64().unwrap(), &m["dice_ci95"]);
+            assert!(ci[0].as_f64().unwrap() <= mean && mean <= ci[1].as_f64().unwrap());
+            assert!(m["params"].as_u64().unwrap() > 0);
+            assert!(m["latency_ms"]["1"].as_f64().unwrap() > 0.0, "{m}");
+            assert!(
+                m["macs"].as_u64().unwrap() as f64 <= keep * full_macs,
+                "{b}"
+            );
+        }
+        assert!(b["uniform"]["macs"].as_u64() <= b["learned"]["macs"].as_u64());
+    }
+    assert!(sweep[1]["learned"]["macs"].as_u64() < sweep[0]["learned"]["macs"].as_u64());
     assert!(model("dftransunet")["accuracy"]["dice"].is_array());
 
     // Second reproduce: nothing is retrained.
@@ -249,6 +325,7 @@ fn pipeline_end_to_end() {
         "finetuned",
         "uniform",
         "bench",
+        "sweep",
         "report",
     ] {
         assert!(
@@ -473,6 +550,45 @@ fn pipeline_end_to_end() {
     fails(
         &["search", "--run", fresh.to_str().unwrap()],
         &["baseline stage is missing", "slimseg train --run"],
+    );
+
+    // More budgets: the sweep is rebuilt beside the finished one, whose budgets are linked
+    // over, not made again.
+    use std::os::unix::fs::MetadataExt;
+    let ino = |f: &str| std::fs::metadata(run.join(f)).unwrap().ino();
+    let kept = ino("sweep/keep-0.8/learned/eval.json");
+    let t = text(&ok(&["sweep", "--run", r, "--keep", "0.8,0.6,0.5"]));
+    assert!(t.contains("keep 0.8: finished before, kept"), "{t}");
+    assert!(t.contains("keep 0.6: finished before, kept"), "{t}");
+    assert!(!t.contains("[sweep 0.8 learned]"), "{t}");
+    assert_eq!(ino("sweep/keep-0.8/learned/eval.json"), kept);
+    let rec = json(&run.join("sweep/sweep.json"));
+    assert_eq!(rec["budgets"].as_array().unwrap().len(), 3);
+    assert!(run.join("sweep/keep-0.5/uniform/eval.json").is_file());
+
+    // An interrupted sweep resumes in the budget it was in, from its checkpoint.
+    std::fs::remove_dir_all(run.join("sweep")).unwrap();
+    let t = text(&ok(&[
+        "sweep",
+        "--run",
+        r,
+        "--keep",
+        "0.7",
+        "--epochs",
+        "2",
+        "--stop-after",
+        "1",
+    ]));
+    assert!(t.contains("stopped after 1 epoch"), "{t}");
+    assert!(!run.join("sweep/stage.json").exists());
+    ok(&["sweep", "--run", r, "--keep", "0.7", "--epochs", "2"]);
+    let m = json(&run.join("sweep/keep-0.7/learned/metrics.json"));
+    assert_eq!(m["resumed_from_epoch"], 1, "{m}");
+    assert!(run.join("sweep/stage.json").is_file());
+    // A budget that is not a fraction is refused before anything runs.
+    fails(
+        &["sweep", "--run", r, "--keep", "1.5"],
+        &["sweep.keep", "1.5"],
     );
 
     std::fs::remove_dir_all(&dir).unwrap();

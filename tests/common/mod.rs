@@ -109,14 +109,15 @@ pub fn tiny_train_args(run: &Path, epochs: usize) -> Vec<String> {
     tiny_args("train", run, &[format!("train.epochs={epochs}")])
 }
 
-/// Scaled-down reproduce arguments: one epoch per stage, 2 timed runs of the benchmark
-/// (see [`tiny_args`]).
+/// Scaled-down reproduce arguments: one epoch per stage, 2 timed runs of the benchmark,
+/// no budget sweep (see [`tiny_args`]).
 pub fn tiny_reproduce_args(run: &str) -> Vec<String> {
     let sets = [
         "train.epochs=1",
         "search.epochs=1",
         "finetune.epochs=1",
         "bench.repeats=2",
+        "sweep.keep=[]",
     ];
     tiny_args("reproduce", Path::new(run), &sets.map(String::from))
 }
