@@ -670,6 +670,9 @@ pub struct Ctx<'a> {
     pub run: &'a Run,
     /// Training stages stop after this many epochs of this call (`--stop-after`).
     pub stop_after: Option<usize>,
+    /// Training slices of the stages after this one (`reproduce`), for the whole run's
+    /// time estimate.
+    pub slices_after: Option<u64>,
     cohort: Option<Cohort>,
 }
 
@@ -679,6 +682,7 @@ impl<'a> Ctx<'a> {
         Ctx {
             run,
             stop_after: None,
+            slices_after: None,
             cohort: None,
         }
     }
@@ -1035,9 +1039,13 @@ mod tests {
         assert!(
             GRAPH
                 .iter()
-                .filter(|d| !["transunet", "uniform"].contains(&d.name))
+                .filter(|d| !["transunet", "uniform", "sweep"].contains(&d.name))
                 .all(|d| d.off_because(&cfg).is_none())
         );
+        // The sweep is on exactly when it has budgets.
+        assert!(off(&cfg, "sweep").unwrap().contains("sweep.keep is empty"));
+        cfg.sweep.keep = vec![0.8];
+        assert!(off(&cfg, "sweep").is_none());
     }
 
     #[test]

@@ -80,7 +80,7 @@ pub fn reproduce_cmd(args: ReproduceArgs) -> Result<()> {
     let mut ctx = Ctx::new(&run);
     ctx.stop_after = args.stop.stop_after;
     let mut times: Vec<(&str, &str, f64)> = Vec::new();
-    for d in &GRAPH {
+    for (i, d) in GRAPH.iter().enumerate() {
         let states = graph::states(&run)?;
         let forced = args.force.iter().any(|f| f == d.name);
         if let State::Off(why) = &states[d.name] {
@@ -92,6 +92,16 @@ pub fn reproduce_cmd(args: ReproduceArgs) -> Result<()> {
             times.push((d.name, "skipped (up to date)", rec.seconds));
             continue;
         }
+        // What the stages below still train, for the whole run's estimate.
+        let epochs_after: usize = GRAPH[i + 1..]
+            .iter()
+            .filter(|l| !matches!(states[l.name], State::Done(_) | State::Off(_)))
+            .map(|l| planned_epochs(&run.cfg, l.name))
+            .sum();
+        ctx.slices_after = match epochs_after {
+            0 => None,
+            e => Some((e * ctx.cohort()?.train.len()) as u64),
+        };
         match graph::make(&mut ctx, d.name, forced)? {
             Made::Ran(s) => times.push((d.name, "made", s)),
             Made::Stopped(why) => {
@@ -113,4 +123,17 @@ pub fn reproduce_cmd(args: ReproduceArgs) -> Result<()> {
         run.stage("report").join("report.md").display()
     );
     Ok(())
+}
+
+/// Epochs over the training slices that making stage `name` takes under `cfg` (0 for the
+/// stages that do not train).
+fn planned_epochs(cfg: &slimseg_search::RunConfig, name: &str) -> usize {
+    let finetune = cfg.for_finetune().train.epochs;
+    match name {
+        "baseline" | "transunet" => cfg.train.epochs,
+        "search" => cfg.for_search().train.epochs,
+        "finetuned" | "uniform" => finetune,
+        "sweep" => finetune * cfg.sweep.keep.len() * (1 + usize::from(cfg.controls.uniform)),
+        _ => 0,
+    }
 }

@@ -68,7 +68,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub run: Option<PathBuf>,
     /// Run configuration (TOML: `[model]`, `[data]`, `[train]`, `[search]`, `[select]`,
-    /// `[finetune]`, `[bench]`, `[controls]`). Default: `RUN/config.toml`, the
+    /// `[finetune]`, `[bench]`, `[controls]`, `[sweep]`). Default: `RUN/config.toml`, the
     /// configuration the run's stages were last made with.
     #[arg(long)]
     pub config: Option<PathBuf>,

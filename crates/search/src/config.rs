@@ -678,6 +678,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn sweep_budgets_are_distinct_fractions() {
+        let mut cfg = RunConfig::with_model(ModelConfig::tiny());
+        cfg.sweep.keep = vec![0.9, 0.5, 1.0];
+        cfg.validate().unwrap();
+        for (bad, why) in [
+            (vec![0.9, 0.0], "not a kept fraction"),
+            (vec![1.5], "not a kept fraction"),
+            (vec![f64::NAN], "not a kept fraction"),
+            (vec![0.7, 0.7], "listed twice"),
+        ] {
+            cfg.sweep.keep = bad;
+            let e = cfg.validate().unwrap_err().to_string();
+            assert!(e.contains("sweep.keep") && e.contains(why), "{e}");
+        }
+    }
+
+    #[test]
     fn devices_parse_print_and_round_trip_through_toml() {
         for (s, d) in [
             ("auto", DeviceChoice::Auto),

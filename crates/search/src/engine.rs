@@ -60,6 +60,9 @@ pub struct TrainOptions {
     /// Return after this many epochs of this call (as if the process had been stopped
     /// there), leaving the run resumable. Default `None`.
     pub stop_after_epochs: Option<usize>,
+    /// Training slices the rest of the run processes after this stage, for the whole
+    /// run's time estimate. Default `None`: the stage is not part of a longer run.
+    pub slices_after: Option<u64>,
 }
 
 impl Default for TrainOptions {
@@ -67,6 +70,7 @@ impl Default for TrainOptions {
         TrainOptions {
             resume: true,
             stop_after_epochs: None,
+            slices_after: None,
         }
     }
 }
@@ -413,6 +417,79 @@ impl Progress {
     }
 }
 
+/// A stage longer than this on its device is called impractical.
+const IMPRACTICAL_S: f64 = 6.0 * 3600.0;
+
+/// The stage's and the run's remaining time, said once: measured over a few iterations
+/// after the first (which pays for allocation and kernel selection).
+struct Estimate {
+    start: Option<(Instant, usize)>,
+    slices: usize,
+    iterations: usize,
+    said: bool,
+}
+
+impl Estimate {
+    const WARMUP: usize = 1;
+    const MEASURED: usize = 3;
+
+    fn new() -> Self {
+        Estimate {
+            start: None,
+            slices: 0,
+            iterations: 0,
+            said: false,
+        }
+    }
+
+    /// Counts one iteration of `batch` slices; after the measured ones, the estimate of
+    /// `left` more slices of this stage and `after` of the rest of the run on `device`.
+    fn step(
+        &mut self,
+        batch: usize,
+        left: u64,
+        after: Option<u64>,
+        device: Device,
+    ) -> Option<String> {
+        self.iterations += 1;
+        self.slices += batch;
+        if self.iterations == Self::WARMUP {
+            self.start = Some((Instant::now(), self.slices));
+        }
+        let (t0, s0) = self.start?;
+        if self.said || self.iterations < Self::WARMUP + Self::MEASURED {
+            return None;
+        }
+        self.said = true;
+        let rate = (self.slices - s0) as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+        let stage = left as f64 / rate;
+        let place = match device {
+            Device::Cpu => format!("the CPU ({} threads)", tch::get_num_threads()),
+            Device::Cuda(i) => format!("CUDA device {i}"),
+            other => format!("{other:?}"),
+        };
+        let mut line = format!(
+            "{rate:.1} slices/s on {place}: this stage needs about {} more",
+            fmt_eta(stage)
+        );
+        if let Some(a) = after.filter(|&a| a > 0) {
+            line += &format!(
+                ", the whole run about {} (training only, at this rate)",
+                fmt_eta(stage + a as f64 / rate)
+            );
+        }
+        if stage > IMPRACTICAL_S {
+            line += &format!(
+                "\nwarning: at {rate:.2} slices/s this stage alone takes {:.1} days on {place}; \
+                 the run is impractical on this device: use a CUDA GPU (--device cuda) or a \
+                 smaller preset (configs/tiny.toml)",
+                stage / 86400.0
+            );
+        }
+        Some(line)
+    }
+}
+
 fn fmt_eta(s: f64) -> String {
     let s = s.max(0.0) as u64;
     format!("{}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
@@ -594,6 +671,7 @@ pub fn train(
     };
     let s = cfg.model.img_size as i64;
     let mut epochs_this_call = 0;
+    let mut estimate = Estimate::new();
     while state.epochs_done < tc.epochs {
         if opts
             .stop_after_epochs
@@ -686,6 +764,10 @@ pub fn train(
             sum_sp += sp.as_ref().map_or(0.0, |p| p.double_value(&[]));
             n += 1;
             slices += batch.len();
+            let left = ((max_it - state.iterations) * tc.batch_size) as u64;
+            if let Some(line) = estimate.step(batch.len(), left, opts.slices_after, device) {
+                progress.epoch_line(&line);
+            }
             let el = t0.elapsed().as_secs_f64();
             let rate = slices as f64 / el.max(1e-9);
             progress.draw(state.iterations as u64, || {

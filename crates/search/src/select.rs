@@ -1034,6 +1034,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_budget_at_another_fraction_keeps_its_kind_and_scope() {
+        let joint = Budget::Joint {
+            params: 0.7,
+            macs: 0.65,
+            scope: CostScope::Transformer,
+        };
+        assert_eq!(
+            joint.with_keep(0.5).to_string(),
+            "at most 50% of the parameters and 50% of the MACs of the transformer blocks"
+        );
+        let model = Budget::Model {
+            metric: CostMetric::Params,
+            keep: 0.7,
+            scope: CostScope::Model,
+        };
+        assert_eq!(
+            model.with_keep(0.9).to_string(),
+            "at most 90% of the parameters of the whole model"
+        );
+        let dims = Budget::PerDimension {
+            attn: 0.6,
+            mlp: 0.5,
+            token: 0.8,
+        };
+        assert!(matches!(
+            dims.with_keep(0.4),
+            Budget::PerDimension {
+                attn: 0.4,
+                mlp: 0.4,
+                token: 0.4
+            }
+        ));
+    }
+
+    #[test]
     fn budgets_read_as_words() {
         let joint = Budget::Joint {
             params: 0.7,

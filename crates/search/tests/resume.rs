@@ -78,8 +78,8 @@ fn resume_equals_uninterrupted(search: bool, optimizer: OptimizerKind, name: &st
     let b_dir = StageDir::new(tmp.join("b"));
     let b = build(7);
     let stop = TrainOptions {
-        resume: true,
         stop_after_epochs: Some(1),
+        ..TrainOptions::default()
     };
     let mb = train(&b.vs, &b.model, data, &cfg, &b_dir.root, &stop).unwrap();
     assert!(!mb.completed && mb.epochs == 1);

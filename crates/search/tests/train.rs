@@ -119,8 +119,8 @@ fn resuming_with_another_configuration_is_refused_but_not_on_other_threads() {
     };
     let dir = tmp.join("stage");
     let stop = TrainOptions {
-        resume: true,
         stop_after_epochs: Some(1),
+        ..TrainOptions::default()
     };
     train(&net.vs, &net.model, data, &cfg, &dir, &stop).unwrap();
     // Run-time keys do not make another configuration: the run continues.

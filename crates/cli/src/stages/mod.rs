@@ -82,10 +82,12 @@ pub fn make_one(run: &Run, name: &str, force: bool, stop_after: Option<usize>) -
     Ok(())
 }
 
-/// Training options of a stage make: resume, and stop after `--stop-after` epochs.
+/// Training options of a stage make: resume, stop after `--stop-after` epochs, and what
+/// the rest of the run trains.
 pub fn train_options(ctx: &Ctx<'_>) -> slimseg_search::TrainOptions {
     slimseg_search::TrainOptions {
         stop_after_epochs: ctx.stop_after,
+        slices_after: ctx.slices_after,
         ..Default::default()
     }
 }

@@ -96,10 +96,15 @@ pub fn make(ctx: &mut Ctx<'_>, dir: &Path) -> Result<()> {
         .with_context(|| format!("{} does not fit the run's [model]", weights.display()))?;
     let (arch, record) = control_of(&run.cfg.model, &base, &learned.arch)?;
     eprintln!(
-        "[uniform] every block keeps {} attention dims (per head {:?}), {} MLP units, {} \
+        "[uniform] every block keeps {} attention dims (per head {}), {} MLP units, {} \
          tokens: {:.1}% fewer MACs, {:.1}% fewer parameters (compressed: {:.1}%, {:.1}%)",
         record.attn_dims,
-        record.head_widths,
+        record
+            .head_widths
+            .iter()
+            .map(|w| w.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
         record.mlp_units,
         record.tokens,
         100.0 * record.summary.mac_reduction(),
