@@ -566,7 +566,8 @@ fn pipeline_end_to_end() {
     assert_eq!(rec["budgets"].as_array().unwrap().len(), 3);
     assert!(run.join("sweep/keep-0.5/uniform/eval.json").is_file());
 
-    // An interrupted sweep resumes in the budget it was in, from its checkpoint.
+    // An interrupted sweep resumes in the budget it was in, from its checkpoint, also
+    // when it is called again with another list (the sweep restarts, its budgets stay).
     std::fs::remove_dir_all(run.join("sweep")).unwrap();
     let t = text(&ok(&[
         "sweep",
@@ -581,10 +582,19 @@ fn pipeline_end_to_end() {
     ]));
     assert!(t.contains("stopped after 1 epoch"), "{t}");
     assert!(!run.join("sweep/stage.json").exists());
-    ok(&["sweep", "--run", r, "--keep", "0.7", "--epochs", "2"]);
+    let t = text(&ok(&[
+        "sweep", "--run", r, "--keep", "0.7,0.5", "--epochs", "2",
+    ]));
+    assert!(t.contains("keep-0.7 (it has its own record)"), "{t}");
     let m = json(&run.join("sweep/keep-0.7/learned/metrics.json"));
     assert_eq!(m["resumed_from_epoch"], 1, "{m}");
     assert!(run.join("sweep/stage.json").is_file());
+    // --force makes every budget again.
+    let t = text(&ok(&["sweep", "--run", r, "--force"]));
+    assert!(
+        t.contains("[sweep 0.7 learned]") && t.contains("[sweep 0.5 uniform]"),
+        "{t}"
+    );
     // A budget that is not a fraction is refused before anything runs.
     fails(
         &["sweep", "--run", r, "--keep", "1.5"],

@@ -154,7 +154,7 @@ pub fn gates(panels: &[GatePanel]) -> Result<Figure> {
 fn gate_panel(p: &GatePanel, area: &Area<'_>) -> Result<()> {
     const BINS: usize = 40;
     let max = p.magnitudes.iter().copied().fold(0.0, f64::max);
-    let min = p.magnitudes.iter().copied().fold(f64::INFINITY, f64::min);
+    let min = p.magnitudes.iter().copied().fold(max, f64::min);
     let hi = max.max(p.threshold.unwrap_or(0.0)).max(1e-6) * 1.03;
     // Gates that barely moved cluster far from 0: zoom onto their range.
     let lo = if min > 0.5 * max {
@@ -365,13 +365,15 @@ pub struct ParetoPoint {
     pub label: String,
 }
 
-/// Dice against cost: learned and uniform subnets with their 95% intervals, the full
-/// model, and a line at the paper's 70% of the full model's cost.
+/// Dice against cost: learned and uniform subnets (either may be empty) with their 95%
+/// intervals, the full model, and a dashed line at 70% of the full model's cost labelled
+/// `mark`.
 pub fn pareto(
     xdesc: &str,
     learned: &[ParetoPoint],
     uniform: &[ParetoPoint],
     full: &ParetoPoint,
+    mark: &str,
 ) -> Result<Figure> {
     let all: Vec<&ParetoPoint> = learned.iter().chain(uniform).chain([full]).collect();
     let xlo = all.iter().map(|p| p.cost).fold(f64::INFINITY, f64::min);
@@ -409,7 +411,7 @@ pub fn pareto(
             .map_err(de)?;
         chart
             .draw_series([Text::new(
-                "paper: 70% of full",
+                mark.to_string(),
                 (
                     x70 + (xr.end - xr.start) * 0.01,
                     yr.end - (yr.end - yr.start) * 0.03,
@@ -421,6 +423,9 @@ pub fn pareto(
             ("learned (search)", learned, colors::BLUE),
             ("uniform control", uniform, colors::ORANGE),
         ] {
+            if pts.is_empty() {
+                continue;
+            }
             let mut sorted = pts.to_vec();
             sorted.sort_by(|a, b| a.cost.total_cmp(&b.cost));
             chart

@@ -77,6 +77,10 @@ pub struct StageDef {
     pub make: Make,
     /// Why the stage is not part of a run with this configuration (`None`: it is).
     pub off: fn(&RunConfig) -> Option<String>,
+    /// Prefixes of the sub-folders that carry their own records (the sweep's budgets):
+    /// an interrupted stage restarting from other inputs keeps them (they check their
+    /// own inputs); `--force` clears them too.
+    pub own_records: &'static [&'static str],
 }
 
 impl StageDef {
@@ -133,6 +137,7 @@ pub static GRAPH: [StageDef; 9] = [
         produces: &["best.safetensors", "eval.json"],
         make: stages::baseline::make,
         off: always,
+        own_records: &[],
     },
     StageDef {
         name: "transunet",
@@ -152,6 +157,7 @@ pub static GRAPH: [StageDef; 9] = [
         produces: &["best.safetensors", "eval.json"],
         make: stages::baseline::make_transunet,
         off: transunet_off,
+        own_records: &[],
     },
     StageDef {
         name: "search",
@@ -164,6 +170,7 @@ pub static GRAPH: [StageDef; 9] = [
         produces: &["weights.safetensors", "gates_end.json", "eval.json"],
         make: stages::search::make,
         off: always,
+        own_records: &[],
     },
     StageDef {
         name: "compressed",
@@ -181,6 +188,7 @@ pub static GRAPH: [StageDef; 9] = [
         ],
         make: stages::compress::make,
         off: always,
+        own_records: &[],
     },
     StageDef {
         name: "finetuned",
@@ -200,6 +208,7 @@ pub static GRAPH: [StageDef; 9] = [
         produces: &["model/model.toml", "model/weights.safetensors", "eval.json"],
         make: stages::finetune::make,
         off: always,
+        own_records: &[],
     },
     StageDef {
         name: "uniform",
@@ -228,6 +237,7 @@ pub static GRAPH: [StageDef; 9] = [
         ],
         make: stages::uniform::make,
         off: uniform_off,
+        own_records: &[],
     },
     StageDef {
         name: "bench",
@@ -253,6 +263,7 @@ pub static GRAPH: [StageDef; 9] = [
         produces: &["latency.json"],
         make: stages::bench::make,
         off: always,
+        own_records: &[],
     },
     StageDef {
         name: "sweep",
@@ -281,6 +292,7 @@ pub static GRAPH: [StageDef; 9] = [
         produces: &["sweep.json", "latency.json"],
         make: stages::sweep::make,
         off: stages::sweep::off,
+        own_records: &["keep-"],
     },
     StageDef {
         name: "report",
@@ -302,6 +314,7 @@ pub static GRAPH: [StageDef; 9] = [
         produces: &["report.md", "report.json"],
         make: crate::report::make,
         off: always,
+        own_records: &[],
     },
 ];
 
@@ -673,6 +686,9 @@ pub struct Ctx<'a> {
     /// Training slices of the stages after this one (`reproduce`), for the whole run's
     /// time estimate.
     pub slices_after: Option<u64>,
+    /// Whether the stage being made was forced (`--force`): made again whole, none of its
+    /// parts reused.
+    pub force: bool,
     cohort: Option<Cohort>,
 }
 
@@ -683,6 +699,7 @@ impl<'a> Ctx<'a> {
             run,
             stop_after: None,
             slices_after: None,
+            force: false,
             cohort: None,
         }
     }
@@ -828,13 +845,15 @@ pub fn make(ctx: &mut Ctx<'_>, name: &str, force: bool) -> Result<Made> {
     .map(|()| slimseg_data::staging_sibling(&target));
     let dir = staging.clone().unwrap_or_else(|| target.clone());
     if staging.is_none() {
-        prepare_in_place(&dir, &fingerprint, force)?;
+        prepare_in_place(&dir, &fingerprint, force, d.own_records)?;
     } else {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
     }
     write_json(&dir.join(INPUTS_FILE), &fingerprint)?;
+    ctx.force = force;
     let result = (d.make)(ctx, &dir);
+    ctx.force = false;
     if let Err(e) = result {
         if let Some(s) = &staging {
             let _ = std::fs::remove_dir_all(s);
@@ -886,7 +905,12 @@ pub fn make(ctx: &mut Ctx<'_>, name: &str, force: bool) -> Result<Made> {
 
 /// Clears an interrupted in-place stage made from other inputs, or any with `restart`,
 /// so it restarts; one made from the same inputs is kept, and its training resumes.
-fn prepare_in_place(dir: &Path, fingerprint: &Fingerprint, restart: bool) -> Result<()> {
+fn prepare_in_place(
+    dir: &Path,
+    fingerprint: &Fingerprint,
+    restart: bool,
+    own_records: &[&str],
+) -> Result<()> {
     if !dir.exists() {
         return std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create {}", dir.display()));
@@ -908,8 +932,20 @@ fn prepare_in_place(dir: &Path, fingerprint: &Fingerprint, restart: bool) -> Res
             dir.display(),
             why.join("; ")
         );
-        std::fs::remove_dir_all(dir).with_context(|| format!("cannot clear {}", dir.display()))?;
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let keep = |name: &str| !restart && own_records.iter().any(|p| name.starts_with(p));
+        for e in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+            let e = e?;
+            let path = e.path();
+            if keep(&e.file_name().to_string_lossy()) {
+                eprintln!("  keeping {} (it has its own record)", path.display());
+            } else if e.file_type()?.is_dir() {
+                std::fs::remove_dir_all(&path)
+                    .with_context(|| format!("cannot clear {}", path.display()))?;
+            } else {
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("cannot clear {}", path.display()))?;
+            }
+        }
     }
     Ok(())
 }

@@ -361,9 +361,6 @@ fn load_checkpoint(
     Ok(Some(state))
 }
 
-/// Progress on stderr. On a terminal (and with `train.progress`), a live line redrawn
-/// in place: epoch, iteration, loss, throughput, ETA. Always one plain line per epoch,
-/// without control characters, so that a log file reads cleanly.
 /// A training's progress on stderr: on a terminal (with `train.progress`), an indicatif
 /// bar over the iterations with the running loss, throughput and ETA, and the finished
 /// epochs' lines printed above it; otherwise only one plain line per finished epoch (no
@@ -417,10 +414,10 @@ impl Progress {
     }
 }
 
-/// A stage longer than this on its device is called impractical.
+/// A training longer than this on its device is called impractical.
 const IMPRACTICAL_S: f64 = 6.0 * 3600.0;
 
-/// The stage's and the run's remaining time, said once: measured over a few iterations
+/// The training's and the run's remaining time, said once: measured over a few iterations
 /// after the first (which pays for allocation and kernel selection).
 struct Estimate {
     start: Option<(Instant, usize)>,
@@ -443,7 +440,7 @@ impl Estimate {
     }
 
     /// Counts one iteration of `batch` slices; after the measured ones, the estimate of
-    /// `left` more slices of this stage and `after` of the rest of the run on `device`.
+    /// `left` more slices of this training and `after` of the rest of the run on `device`.
     fn step(
         &mut self,
         batch: usize,
@@ -469,7 +466,7 @@ impl Estimate {
             other => format!("{other:?}"),
         };
         let mut line = format!(
-            "{rate:.1} slices/s on {place}: this stage needs about {} more",
+            "{rate:.1} slices/s on {place}: this training needs about {} more",
             fmt_eta(stage)
         );
         if let Some(a) = after.filter(|&a| a > 0) {
@@ -480,7 +477,7 @@ impl Estimate {
         }
         if stage > IMPRACTICAL_S {
             line += &format!(
-                "\nwarning: at {rate:.2} slices/s this stage alone takes {:.1} days on {place}; \
+                "\nwarning: at {rate:.2} slices/s this training alone takes {:.1} days on {place}; \
                  the run is impractical on this device: use a CUDA GPU (--device cuda) or a \
                  smaller preset (configs/tiny.toml)",
                 stage / 86400.0

@@ -108,6 +108,8 @@ pub struct SweepBudget {
     pub learned: SweepModel,
     /// Its uniform control of the same cost, fine-tuned the same way.
     pub uniform: Option<SweepModel>,
+    /// Wall seconds this call spent making it (`None`: finished before).
+    pub seconds: Option<f64>,
 }
 
 /// What `sweep.json` records.
@@ -132,8 +134,9 @@ pub fn budget_dir(sweep: &Path, keep: f64) -> PathBuf {
 
 /// What a budget is made from: the sweep's inputs without the budget list, the run's
 /// own budget fraction(s) and the latency measurement's options (device, threads,
-/// `[bench]`), plus `budget`, the budget in words (kind, scope and fraction).
-fn budget_fingerprint(sweep: &Fingerprint, budget: &Budget) -> Fingerprint {
+/// `[bench]`), plus `budget`, the budget in words (kind, scope and fraction), and `keep`,
+/// its exact fraction.
+fn budget_fingerprint(sweep: &Fingerprint, budget: &Budget, keep: f64) -> Fingerprint {
     const FRACTIONS: [&str; 6] = ["attn", "mlp", "token", "keep", "params", "macs"];
     let mut f = sweep.clone();
     f.config.retain(|k, _| {
@@ -147,6 +150,7 @@ fn budget_fingerprint(sweep: &Fingerprint, budget: &Budget) -> Fingerprint {
             || k == "threads")
     });
     f.config.insert("budget".into(), budget.to_string());
+    f.config.insert("keep".into(), keep.to_string());
     f
 }
 
@@ -172,27 +176,43 @@ fn link_tree(src: &Path, dst: &Path) -> Result<()> {
     Ok(())
 }
 
-/// What a budget make needs from the run, loaded once.
+/// What a budget make needs from the run, loaded once, and what the run trains after it.
 struct Sources {
     gates: slimseg_model::GateValues,
     baseline: Option<Network>,
+    /// Training slices of the run after the sweep.
+    after_sweep: Option<u64>,
 }
 
-/// Makes budget `keep` into `dir` unless it is finished from the same inputs.
+impl Sources {
+    /// Sets `ctx.slices_after` for a training followed by `trainings` more in the sweep.
+    fn plan(&self, ctx: &mut Ctx<'_>, trainings: usize) -> Result<()> {
+        let epochs = ctx.run.cfg.for_finetune().train.epochs;
+        let n = ctx.cohort()?.train.len();
+        let total = self.after_sweep.unwrap_or(0) + (trainings * epochs * n) as u64;
+        ctx.slices_after = (total > 0).then_some(total);
+        Ok(())
+    }
+}
+
+/// Makes budget `keep` into `dir` unless it is finished from the same inputs; whether it
+/// made it.
 fn make_budget(
     ctx: &mut Ctx<'_>,
     src: &mut Sources,
     dir: &Path,
     keep: f64,
     fp: &Fingerprint,
-) -> Result<()> {
+    later: usize,
+) -> Result<bool> {
     let run = ctx.run;
+    let uniform_on = run.cfg.controls.uniform;
     if finished(dir, fp) {
         eprintln!(
             "[sweep] keep {keep}: finished before, kept ({})",
             dir.display()
         );
-        return Ok(());
+        return Ok(false);
     }
     let same_inputs = read_json::<Fingerprint>(&dir.join(INPUTS_FILE)).is_ok_and(|r| &r == fp);
     if dir.exists() && !same_inputs {
@@ -222,9 +242,10 @@ fn make_budget(
             device,
         )
         .with_context(|| format!("cannot compress {}", weights.display()))?;
+        src.plan(ctx, later + usize::from(uniform_on))?;
         train_and_save(ctx, &learned, &cm, &format!("sweep {keep} learned"))?;
     }
-    if run.cfg.controls.uniform {
+    if uniform_on {
         let uniform = dir.join("uniform");
         if !uniform.join(EVAL_FILE).is_file() {
             std::fs::create_dir_all(&uniform)
@@ -242,10 +263,12 @@ fn make_budget(
             let cm = compress(&base.model, &base.vs, &arch, Folding::None, device)
                 .context("cannot slice the baseline")?;
             write_json(&uniform.join(UNIFORM_FILE), &record)?;
+            src.plan(ctx, later)?;
             train_and_save(ctx, &uniform, &cm, &format!("sweep {keep} uniform"))?;
         }
     }
-    write_json(&dir.join(BUDGET_RECORD), fp)
+    write_json(&dir.join(BUDGET_RECORD), fp)?;
+    Ok(true)
 }
 
 /// Makes every budget of `[sweep]` into `dir`, then times them side by side.
@@ -257,21 +280,33 @@ pub fn make(ctx: &mut Ctx<'_>, dir: &Path) -> Result<()> {
         gates: read_gate_values(&gates_path)
             .with_context(|| format!("cannot read the gates {}", gates_path.display()))?,
         baseline: None,
+        after_sweep: ctx.slices_after,
     };
     let target = run.stage("sweep");
+    let per_budget = 1 + usize::from(run.cfg.controls.uniform);
+    let mut seconds = Vec::new();
     let keeps = run.cfg.sweep.keep.clone();
     for (i, &keep) in keeps.iter().enumerate() {
         let budget = run.cfg.select.budget.with_keep(keep);
-        let fp = budget_fingerprint(&sweep_fp, &budget);
+        let fp = budget_fingerprint(&sweep_fp, &budget, keep);
         let bdir = budget_dir(dir, keep);
         // Rebuilt beside the complete sweep: its finished budgets carry over.
         let old = budget_dir(&target, keep);
-        if dir != target && !bdir.exists() && finished(&old, &fp) {
+        if dir != target && !ctx.force && !bdir.exists() && finished(&old, &fp) {
             link_tree(&old, &bdir)?;
         }
         eprintln!("[sweep] budget {}/{}: {budget}", i + 1, keeps.len());
-        make_budget(ctx, &mut src, &bdir, keep, &fp)?;
+        let later = (keeps.len() - i - 1) * per_budget;
+        let t = std::time::Instant::now();
+        if make_budget(ctx, &mut src, &bdir, keep, &fp, later)? {
+            let s = t.elapsed().as_secs_f64();
+            eprintln!("[sweep] keep {keep} made in {s:.1} s");
+            seconds.push(Some(s));
+        } else {
+            seconds.push(None);
+        }
     }
+    ctx.slices_after = src.after_sweep;
     drop(src);
 
     // Every model of the sweep and the full baseline, timed in one interleaved run.
@@ -328,7 +363,7 @@ pub fn make(ctx: &mut Ctx<'_>, dir: &Path) -> Result<()> {
     };
     let mut loaded = models.iter();
     let mut budgets = Vec::new();
-    for &keep in &keeps {
+    for (&keep, seconds) in keeps.iter().zip(seconds) {
         let learned = take(loaded.next().context("a learned model per budget")?)?;
         let uniform = match run.cfg.controls.uniform {
             true => Some(take(loaded.next().context("a uniform model per budget")?)?),
@@ -339,6 +374,7 @@ pub fn make(ctx: &mut Ctx<'_>, dir: &Path) -> Result<()> {
             budget: run.cfg.select.budget.with_keep(keep).to_string(),
             learned,
             uniform,
+            seconds,
         });
     }
     let record = SweepRecord {
@@ -403,19 +439,19 @@ mod tests {
         f.config.insert("sweep.keep".into(), "[0.9, 0.7]".into());
         f.config.insert("bench.repeats".into(), "10".into());
         f.config.insert("threads".into(), "2".into());
-        let a = budget_fingerprint(&f, &run.with_keep(0.8));
+        let a = budget_fingerprint(&f, &run.with_keep(0.8), 0.8);
         let mut g = f.clone();
         g.config.insert("sweep.keep".into(), "[0.8, 0.5]".into());
         g.config.insert("select.budget.params".into(), "0.6".into());
         g.config.insert("threads".into(), "8".into());
-        assert_eq!(a, budget_fingerprint(&g, &run.with_keep(0.8)));
-        assert_ne!(a, budget_fingerprint(&f, &run.with_keep(0.9)));
+        assert_eq!(a, budget_fingerprint(&g, &run.with_keep(0.8), 0.8));
+        assert_ne!(a, budget_fingerprint(&f, &run.with_keep(0.9), 0.9));
         g.config
             .insert("select.budget.kind".into(), "\"per-dimension\"".into());
-        assert_ne!(a, budget_fingerprint(&g, &run.with_keep(0.8)));
+        assert_ne!(a, budget_fingerprint(&g, &run.with_keep(0.8), 0.8));
         g.config
             .insert("select.budget.kind".into(), "\"model\"".into());
         g.config.insert("model.depth".into(), "3".into());
-        assert_ne!(a, budget_fingerprint(&g, &run.with_keep(0.8)));
+        assert_ne!(a, budget_fingerprint(&g, &run.with_keep(0.8), 0.8));
     }
 }
