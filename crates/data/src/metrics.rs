@@ -13,7 +13,7 @@ use ndarray::{Array3, ArrayView3};
 use serde::{Deserialize, Serialize};
 
 use crate::acdc::{CLASS_NAMES, NUM_CLASSES};
-use crate::edt::squared_edt_3d_yxz;
+use crate::edt::squared_distances_at;
 use crate::error::{DataError, Result};
 
 /// How to score a class when the prediction or the ground truth is empty.
@@ -143,14 +143,13 @@ fn distances_to(features: &[[usize; 3]], queries: &[[usize; 3]], spacing: [f64; 
     for p in features {
         is_feat[((p[0] - lo[0]) * ny + (p[1] - lo[1])) * nx + (p[2] - lo[2])] = true;
     }
-    let lookup = |z: usize, y: usize, x: usize| is_feat[(z * ny + y) * nx + x];
-    let d = squared_edt_3d_yxz(&lookup, dims, spacing);
-    queries
+    let local: Vec<[usize; 3]> = queries
         .iter()
-        .map(|p| {
-            let (z, y, x) = (p[0] - lo[0], p[1] - lo[1], p[2] - lo[2]);
-            d[(y * nx + x) * nz + z].sqrt()
-        })
+        .map(|p| [p[0] - lo[0], p[1] - lo[1], p[2] - lo[2]])
+        .collect();
+    squared_distances_at(&is_feat, dims, spacing, &local)
+        .into_iter()
+        .map(f64::sqrt)
         .collect()
 }
 
