@@ -141,10 +141,11 @@ const DIRECT_Z: usize = 32;
 /// as [`squared_edt_3d`] at those voxels, computed for the queries only.
 ///
 /// The x pass of a binary image needs no envelope: the nearest feature of a row is found
-/// by one scan each way. The y pass is the exact envelope, skipping columns without a
-/// finite value. The z pass, usually short (ACDC has 6 to 21 slices), is a direct
-/// minimisation over the column at each query, `min_z' wz (z - z')^2 + g(z')`, the very
-/// expression the envelope evaluates at its minimiser.
+/// by one scan each way. The y pass minimises near each site ([`nearby_line`]), falling
+/// back to the exact envelope for lines whose sites are far from every feature. The z
+/// pass, usually short (ACDC has 6 to 21 slices), is evaluated at the queries only:
+/// `min_z' wz (z - z')^2 + g(z')` from the query's own plane outward, stopping once the z
+/// step alone is no better, the very expression the envelope evaluates at its minimiser.
 pub(crate) fn squared_distances_at(
     features: &[bool],
     dims: [usize; 3],
@@ -161,62 +162,73 @@ pub(crate) fn squared_distances_at(
             .collect();
     }
     let [wz, wy, wx] = spacing.map(|s| s * s);
-    // Pass x per row, written transposed: t is [z][x][y], so the y lines are contiguous.
-    let mut t = vec![0.0f64; nz * ny * nx];
-    t.par_chunks_mut(nx * ny)
+    // Per z plane: pass x per row into a transposed scratch plane ([x][y], so the y lines
+    // are contiguous), then pass y per line into g, laid out [z][y][x].
+    let mut g = vec![0.0f64; nz * ny * nx];
+    g.par_chunks_mut(ny * nx)
         .zip(features.par_chunks(ny * nx))
-        .for_each(|(plane, feat)| {
-            // Rows in blocks, transposed block-wise: each x writes BLOCK contiguous values.
-            const BLOCK: usize = 16;
-            let mut rows = vec![0.0; BLOCK * nx];
-            for y0 in (0..ny).step_by(BLOCK) {
-                let b = BLOCK.min(ny - y0);
-                for r in 0..b {
-                    let y = y0 + r;
-                    row_pass(
-                        &feat[y * nx..(y + 1) * nx],
-                        wx,
-                        &mut rows[r * nx..(r + 1) * nx],
-                    );
-                }
-                for x in 0..nx {
-                    let dst = &mut plane[x * ny + y0..x * ny + y0 + b];
-                    for (r, d) in dst.iter_mut().enumerate() {
-                        *d = rows[r * nx + x];
+        .for_each_init(
+            || {
+                (
+                    vec![0.0; nx * ny],
+                    vec![0.0; 16 * nx],
+                    vec![0.0; ny],
+                    LineScratch::default(),
+                )
+            },
+            |(tp, rows, out, s), (plane, feat)| {
+                // Rows in blocks, transposed block-wise: each x writes 16 contiguous values.
+                const BLOCK: usize = 16;
+                for y0 in (0..ny).step_by(BLOCK) {
+                    let b = BLOCK.min(ny - y0);
+                    for r in 0..b {
+                        let y = y0 + r;
+                        row_pass(
+                            &feat[y * nx..(y + 1) * nx],
+                            wx,
+                            &mut rows[r * nx..(r + 1) * nx],
+                        );
+                    }
+                    for x in 0..nx {
+                        for r in 0..b {
+                            tp[x * ny + y0 + r] = rows[r * nx + x];
+                        }
                     }
                 }
-            }
-        });
-    // Pass y per (z, x) line, written as g [x][y][z], so each query's z line is contiguous.
-    let mut g = vec![f64::INFINITY; nz * ny * nx];
-    g.par_chunks_mut(ny * nz)
-        .enumerate()
-        .for_each(|(x, strip)| {
-            let mut s = LineScratch::default();
-            let mut out = vec![0.0; ny];
-            for z in 0..nz {
-                let line = &t[(z * nx + x) * ny..(z * nx + x + 1) * ny];
-                if !line.iter().any(|v| v.is_finite()) {
-                    continue;
+                for x in 0..nx {
+                    let line = &tp[x * ny..(x + 1) * ny];
+                    if !line.iter().any(|v| v.is_finite()) {
+                        out.fill(f64::INFINITY);
+                    } else if !nearby_line(line, wy, out) {
+                        envelope_line(line, wy, out, s);
+                    }
+                    for (y, &v) in out.iter().enumerate() {
+                        plane[y * nx + x] = v;
+                    }
                 }
-                envelope_line(line, wy, &mut out, &mut s);
-                for (y, &v) in out.iter().enumerate() {
-                    strip[y * nz + z] = v;
-                }
-            }
-        });
+            },
+        );
+    // Pass z at each query: its own plane first, then outward while the z step alone
+    // (wz dz^2) is below the best value.
     queries
         .par_iter()
         .map(|&[z, y, x]| {
-            let qf = z as f64;
-            let col = &g[(x * ny + y) * nz..(x * ny + y + 1) * nz];
-            col.iter()
-                .enumerate()
-                .map(|(p, &gp)| {
-                    let d = qf - p as f64;
-                    wz * d * d + gp
-                })
-                .fold(f64::INFINITY, f64::min)
+            let at = |p: usize| g[(p * ny + y) * nx + x];
+            let mut best = at(z);
+            for dz in 1..nz {
+                let d = dz as f64;
+                let step = wz * d * d;
+                if step >= best {
+                    break;
+                }
+                if dz <= z {
+                    best = lesser(best, step + at(z - dz));
+                }
+                if z + dz < nz {
+                    best = lesser(best, step + at(z + dz));
+                }
+            }
+            best
         })
         .collect()
 }
@@ -281,6 +293,49 @@ fn envelope_line(f: &[f64], w: f64, out: &mut [f64], s: &mut LineScratch) {
     }
 }
 
+/// The smaller of two values that are never NaN (one compare, unlike `f64::min`).
+#[inline]
+fn lesser(a: f64, b: f64) -> f64 {
+    if b < a { b } else { a }
+}
+
+/// Steps [`nearby_line`] may look on each side before it gives the line up.
+const NEARBY: usize = 32;
+
+/// The y pass of one line by direct minimisation near each site, `out[q] = min_p w (q -
+/// p)^2 + f[p]`: from `q` outward, stopping once `w d^2` alone reaches the best value
+/// (exact, as `f >= 0`). Dense surfaces settle each site within a few steps; when one is
+/// not settled within [`NEARBY`] steps on each side, the line is left to the envelope
+/// (returns false).
+fn nearby_line(f: &[f64], w: f64, out: &mut [f64]) -> bool {
+    let n = f.len();
+    for q in 0..n {
+        let qf = q as f64;
+        let mut best = f[q];
+        let mut step = 1;
+        loop {
+            let d = step as f64;
+            if w * d * d >= best {
+                break;
+            }
+            if step > NEARBY {
+                return false;
+            }
+            if step <= q {
+                let dd = qf - (q - step) as f64;
+                best = lesser(best, w * dd * dd + f[q - step]);
+            }
+            if q + step < n {
+                let dd = qf - (q + step) as f64;
+                best = lesser(best, w * dd * dd + f[q + step]);
+            }
+            step += 1;
+        }
+        out[q] = best;
+    }
+    true
+}
+
 /// The x pass of one row of a binary image: `out[q] = w (q - p)^2` for the nearest
 /// feature `p` of the row, `+inf` without one.
 fn row_pass(features: &[bool], w: f64, out: &mut [f64]) {
@@ -304,7 +359,7 @@ fn row_pass(features: &[bool], w: f64, out: &mut [f64]) {
         }
         if let Some(p) = next {
             let d = q as f64 - p as f64;
-            *o = o.min(w * d * d);
+            *o = lesser(*o, w * d * d);
         }
     }
 }
@@ -418,7 +473,11 @@ mod tests {
 
         #[test]
         fn distances_at_queries_equal_brute_force(
-            dims in prop_oneof![(1usize..6, 1usize..9, 1usize..9), (33usize..40, 1usize..3, 1usize..3)],
+            dims in prop_oneof![
+                (1usize..6, 1usize..9, 1usize..9),
+                (33usize..40, 1usize..3, 1usize..3),
+                (1usize..3, 60usize..90, 1usize..3),
+            ],
             bits in proptest::collection::vec(proptest::bool::weighted(0.15), 324),
             sp in (0.3f64..3.0, 0.3f64..3.0, 0.3f64..12.0),
         ) {
@@ -433,6 +492,18 @@ mod tests {
             for (a, b) in fast.iter().zip(slow.iter()) {
                 prop_assert!(a == b || (a - b).abs() <= 1e-9 * b.max(1.0), "{a} vs {b}");
             }
+        }
+
+        #[test]
+        fn envelope_line_equals_envelope_1d(
+            vals in proptest::collection::vec(prop_oneof![Just(f64::INFINITY), 0.0f64..50.0], 1..120),
+            w in 0.1f64..20.0,
+        ) {
+            let n = vals.len();
+            let (mut a, mut b, mut arg) = (vec![0.0; n], vec![0.0; n], vec![0; n]);
+            envelope_1d(&vals, w, &mut a, &mut arg, &mut Scratch::default());
+            envelope_line(&vals, w, &mut b, &mut LineScratch::default());
+            prop_assert_eq!(a, b);
         }
 
         #[test]
@@ -456,6 +527,26 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn far_sites_leave_the_line_to_the_envelope() {
+        let w = 2.25;
+        let mut f = vec![f64::INFINITY; 100];
+        f[99] = 0.0;
+        let mut out = vec![0.0; 100];
+        assert!(
+            !nearby_line(&f, w, &mut out),
+            "site 0 is 99 steps from the feature"
+        );
+        let mut dense = vec![f64::INFINITY; 100];
+        for q in (0..100).step_by(5) {
+            dense[q] = 1.0;
+        }
+        assert!(nearby_line(&dense, w, &mut out));
+        let (mut env, mut arg) = (vec![0.0; 100], vec![0; 100]);
+        envelope_1d(&dense, w, &mut env, &mut arg, &mut Scratch::default());
+        assert_eq!(out, env);
     }
 
     #[test]

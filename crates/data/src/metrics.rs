@@ -81,26 +81,40 @@ pub fn dice(pred: ArrayView3<'_, bool>, gt: ArrayView3<'_, bool>) -> Option<f64>
 /// background or outside the array.
 pub fn border_voxels(mask: ArrayView3<'_, bool>) -> Vec<[usize; 3]> {
     let (nz, ny, nx) = mask.dim();
-    let at = |z: usize, y: usize, x: usize| mask[[z, y, x]];
-    let mut out = Vec::new();
-    for ((z, y, x), &m) in mask.indexed_iter() {
-        if !m {
-            continue;
+    let owned;
+    let m: &[bool] = match mask.as_slice() {
+        Some(s) => s,
+        None => {
+            owned = mask.iter().copied().collect::<Vec<bool>>();
+            &owned
         }
-        let interior = z > 0
-            && z + 1 < nz
-            && y > 0
-            && y + 1 < ny
-            && x > 0
-            && x + 1 < nx
-            && at(z - 1, y, x)
-            && at(z + 1, y, x)
-            && at(z, y - 1, x)
-            && at(z, y + 1, x)
-            && at(z, y, x - 1)
-            && at(z, y, x + 1);
-        if !interior {
-            out.push([z, y, x]);
+    };
+    let (sz, sy) = (ny * nx, nx);
+    let mut out = Vec::new();
+    for z in 0..nz {
+        for y in 0..ny {
+            let row = z * sz + y * sy;
+            for x in 0..nx {
+                let i = row + x;
+                if !m[i] {
+                    continue;
+                }
+                let interior = z > 0
+                    && z + 1 < nz
+                    && y > 0
+                    && y + 1 < ny
+                    && x > 0
+                    && x + 1 < nx
+                    && m[i - sz]
+                    && m[i + sz]
+                    && m[i - sy]
+                    && m[i + sy]
+                    && m[i - 1]
+                    && m[i + 1];
+                if !interior {
+                    out.push([z, y, x]);
+                }
+            }
         }
     }
     out
