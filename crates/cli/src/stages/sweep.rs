@@ -11,8 +11,10 @@
 //! was made from (the sweep's inputs without the budget list and the timing options, and
 //! its fraction), so an interrupted sweep resumes at the budget it was in (its
 //! fine-tuning from its checkpoints) and a finished budget is never made again while its
-//! inputs stay the same, also when the budget list changes and the sweep is rebuilt
-//! beside the old one (its finished budgets are linked over).
+//! inputs stay the same (`--force` aside): when the list changes, an interrupted sweep
+//! keeps its budget folders (the graph's `own_records`), and a complete one is rebuilt
+//! beside the old one with its finished budgets linked over (it holds the listed budgets
+//! only; an interrupted one keeps unlisted budget folders too, outside `sweep.json`).
 
 use std::path::{Path, PathBuf};
 
