@@ -66,7 +66,10 @@ fn blobs(seed: u64) -> Array3<bool> {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let out = std::path::PathBuf::from(args.get(1).expect("usage: hd95_peer OUT_DIR [REPEATS]"));
-    let repeats: usize = args.get(2).map_or(7, |s| s.parse().expect("REPEATS"));
+    let repeats: usize = args
+        .get(2)
+        .map_or(7, |s| s.parse().expect("REPEATS"))
+        .max(1);
     std::fs::create_dir_all(&out).expect("OUT_DIR");
     let gt = heart((128.0, 140.0), 18.0);
     let pred = heart((130.0, 137.0), 18.0 * 1.06);

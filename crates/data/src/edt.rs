@@ -137,8 +137,10 @@ pub(crate) fn squared_edt_3d_yxz(
 const DIRECT_Z: usize = 32;
 
 /// Squared distances from each of `queries` (`[z, y, x]`) to the nearest feature of
-/// `features` (row-major `[z][y][x]` of `dims = [nz, ny, nx]`), exact: the same values
-/// as [`squared_edt_3d`] at those voxels, computed for the queries only.
+/// `features` (row-major `[z][y][x]` of `dims = [nz, ny, nx]`), exact: the minimum over
+/// the features of the same expressions as [`squared_edt_3d`] (which returns the value at
+/// the minimiser its envelope chose, so the two may differ in the last bit at near-ties),
+/// computed for the queries only.
 ///
 /// The x pass of a binary image needs no envelope: the nearest feature of a row is found
 /// by one scan each way. The y pass minimises near each site ([`nearby_line`]), falling

@@ -135,7 +135,12 @@ pub fn percentile_linear(values: &mut [f64], q: f64) -> f64 {
         return a;
     }
     let b = rest.iter().copied().fold(f64::INFINITY, f64::min);
-    a + (b - a) * frac
+    // numpy's `_lerp`: from the nearer end, so the rounding is numpy's too.
+    if frac >= 0.5 {
+        b - (b - a) * (1.0 - frac)
+    } else {
+        a + (b - a) * frac
+    }
 }
 
 /// Distances from each of `queries` to the nearest of `features` (both `(z, y, x)` in a

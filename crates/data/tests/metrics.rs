@@ -111,6 +111,10 @@ fn hd95_hand_cases() {
     assert_eq!(hd95(a.view(), a.view(), [10.0, 1.5, 1.5]), Some(0.0));
     let mut v = vec![1.0, 2.0, 3.0, 4.0, 5.0];
     assert!((percentile_linear(&mut v, 95.0) - 4.8).abs() < 1e-12);
+    // numpy 2.4.6 `np.percentile(v, 95)`, to the bit: numpy interpolates from the nearer
+    // end (`a + (b - a) t` would give ...142).
+    let mut v = vec![9.574887923797217, 6.535439616905504, 8.276847177866479];
+    assert_eq!(percentile_linear(&mut v, 95.0), 9.445083849204144);
 }
 
 #[test]
