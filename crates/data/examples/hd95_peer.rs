@@ -15,27 +15,10 @@ use std::time::Instant;
 use ndarray::Array3;
 use rand::{Rng, SeedableRng};
 use slimseg_data::metrics::hd95;
+use slimseg_data::synth::heart_phantom;
 
 const SHAPE: (usize, usize, usize) = (10, 256, 256);
 const SPACING: [f64; 3] = [10.0, 1.5, 1.5];
-
-fn heart(c: (f32, f32), r: f32) -> Array3<u8> {
-    Array3::from_shape_fn(SHAPE, |(z, y, x)| {
-        let f = (1.0 - (z as f32 / 10.5).powi(2)).sqrt();
-        let (dy, dx) = (y as f32 - c.0, x as f32 - c.1);
-        let d = (dy * dy + dx * dx).sqrt();
-        let rv = ((dx + 1.3 * r * f) / (0.8 * r * f)).powi(2) + (dy / (1.4 * r * f)).powi(2);
-        if d < r * f {
-            3
-        } else if d < (r + 6.0) * f {
-            2
-        } else if rv < 1.0 {
-            1
-        } else {
-            0
-        }
-    })
-}
 
 /// Union of random ellipsoids covering about half of the volume.
 fn blobs(seed: u64) -> Array3<bool> {
@@ -71,8 +54,8 @@ fn main() {
         .map_or(7, |s| s.parse().expect("REPEATS"))
         .max(1);
     std::fs::create_dir_all(&out).expect("OUT_DIR");
-    let gt = heart((128.0, 140.0), 18.0);
-    let pred = heart((130.0, 137.0), 18.0 * 1.06);
+    let gt = heart_phantom(SHAPE, (128.0, 140.0), 18.0);
+    let pred = heart_phantom(SHAPE, (130.0, 137.0), 18.0 * 1.06);
     let mut pairs: Vec<(String, Array3<bool>, Array3<bool>)> = [("RV", 1u8), ("MYO", 2), ("LV", 3)]
         .into_iter()
         .map(|(name, c)| {

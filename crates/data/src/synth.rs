@@ -841,3 +841,25 @@ fn write_cohort(root: &Path, cfg: &SynthConfig) -> Result<SynthSummary> {
         seconds: start.elapsed().as_secs_f64(),
     })
 }
+
+/// An analytic heart-like label phantom `[z, y, x]` for metric benchmarks: concentric LV
+/// (3) and MYO (2) rings and an RV (1) crescent, centre `c` (pixels), LV radius `r`,
+/// shrinking toward the apex slices.
+pub fn heart_phantom(shape: (usize, usize, usize), c: (f32, f32), r: f32) -> Array3<u8> {
+    let apex = shape.0 as f32 + 0.5;
+    Array3::from_shape_fn(shape, |(z, y, x)| {
+        let f = (1.0 - (z as f32 / apex).powi(2)).sqrt();
+        let (dy, dx) = (y as f32 - c.0, x as f32 - c.1);
+        let d = (dy * dy + dx * dx).sqrt();
+        let rv = ((dx + 1.3 * r * f) / (0.8 * r * f)).powi(2) + (dy / (1.4 * r * f)).powi(2);
+        if d < r * f {
+            3
+        } else if d < (r + 6.0) * f {
+            2
+        } else if rv < 1.0 {
+            1
+        } else {
+            0
+        }
+    })
+}
