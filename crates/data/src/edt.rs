@@ -175,10 +175,11 @@ pub(crate) fn squared_distances_at(
                     vec![0.0; nx * ny],
                     vec![0.0; 16 * nx],
                     vec![0.0; ny],
-                    LineScratch::default(),
+                    vec![0usize; ny],
+                    Scratch::default(),
                 )
             },
-            |(tp, rows, out, s), (plane, feat)| {
+            |(tp, rows, out, arg, s), (plane, feat)| {
                 // Rows in blocks, transposed block-wise: each x writes 16 contiguous values.
                 const BLOCK: usize = 16;
                 for y0 in (0..ny).step_by(BLOCK) {
@@ -202,7 +203,7 @@ pub(crate) fn squared_distances_at(
                     if !line.iter().any(|v| v.is_finite()) {
                         out.fill(f64::INFINITY);
                     } else if !nearby_line(line, wy, out) {
-                        envelope_line(line, wy, out, s);
+                        envelope_1d(line, wy, out, arg, s);
                     }
                     for (y, &v) in out.iter().enumerate() {
                         plane[y * nx + x] = v;
@@ -233,66 +234,6 @@ pub(crate) fn squared_distances_at(
             best
         })
         .collect()
-}
-
-/// Scratch of [`envelope_line`]: parabola sites, their intersections and `f + w q^2`.
-#[derive(Debug, Default)]
-struct LineScratch {
-    v: Vec<usize>,
-    z: Vec<f64>,
-    h: Vec<f64>,
-}
-
-/// [`envelope_1d`] without the minimiser, for the hot y pass: the same expressions (so
-/// the same values), with `f[q] + w q^2` computed once per site and buffers sized once.
-fn envelope_line(f: &[f64], w: f64, out: &mut [f64], s: &mut LineScratch) {
-    let n = f.len();
-    s.v.resize(n, 0);
-    s.z.resize(n + 1, 0.0);
-    s.h.resize(n, 0.0);
-    let mut k: isize = -1;
-    for (q, &fq) in f.iter().enumerate() {
-        if !fq.is_finite() {
-            continue;
-        }
-        let qf = q as f64;
-        let hq = fq + w * qf * qf;
-        s.h[q] = hq;
-        loop {
-            if k < 0 {
-                k = 0;
-                s.v[0] = q;
-                s.z[0] = f64::NEG_INFINITY;
-                break;
-            }
-            let p = s.v[k as usize];
-            let pf = p as f64;
-            let x = (hq - s.h[p]) / (2.0 * w * (qf - pf));
-            if x <= s.z[k as usize] {
-                k -= 1;
-            } else {
-                k += 1;
-                s.v[k as usize] = q;
-                s.z[k as usize] = x;
-                break;
-            }
-        }
-    }
-    if k < 0 {
-        out.fill(f64::INFINITY);
-        return;
-    }
-    let last = k as usize;
-    let mut j = 0;
-    for (q, o) in out.iter_mut().enumerate() {
-        let qf = q as f64;
-        while j < last && s.z[j + 1] < qf {
-            j += 1;
-        }
-        let p = s.v[j];
-        let d = qf - p as f64;
-        *o = w * d * d + f[p];
-    }
 }
 
 /// The smaller of two values that are never NaN (one compare, unlike `f64::min`).
@@ -497,18 +438,6 @@ mod tests {
         }
 
         #[test]
-        fn envelope_line_equals_envelope_1d(
-            vals in proptest::collection::vec(prop_oneof![Just(f64::INFINITY), 0.0f64..50.0], 1..120),
-            w in 0.1f64..20.0,
-        ) {
-            let n = vals.len();
-            let (mut a, mut b, mut arg) = (vec![0.0; n], vec![0.0; n], vec![0; n]);
-            envelope_1d(&vals, w, &mut a, &mut arg, &mut Scratch::default());
-            envelope_line(&vals, w, &mut b, &mut LineScratch::default());
-            prop_assert_eq!(a, b);
-        }
-
-        #[test]
         fn nearest_2d_is_a_true_nearest_feature(
             dims in (1usize..9, 1usize..9),
             bits in proptest::collection::vec(proptest::bool::weighted(0.2), 64),
@@ -549,6 +478,21 @@ mod tests {
         let (mut env, mut arg) = (vec![0.0; 100], vec![0; 100]);
         envelope_1d(&dense, w, &mut env, &mut arg, &mut Scratch::default());
         assert_eq!(out, env);
+    }
+
+    #[test]
+    fn a_line_far_from_its_feature_goes_through_the_envelope() {
+        // One feature at the end of a 100-voxel y line: no site near the other end settles
+        // within NEARBY steps, so squared_distances_at takes the envelope for it.
+        let (nz, ny, nx) = (2, 100, 2);
+        let mut m = Array3::from_elem((nz, ny, nx), false);
+        m[[1, 99, 1]] = true;
+        let feats: Vec<bool> = m.iter().copied().collect();
+        let queries: Vec<[usize; 3]> = m.indexed_iter().map(|((z, y, x), _)| [z, y, x]).collect();
+        let sp = [10.0, 1.5, 1.25];
+        let fast = squared_distances_at(&feats, [nz, ny, nx], sp, &queries);
+        let slow = brute_3d(&m, sp);
+        assert_eq!(fast, slow.iter().copied().collect::<Vec<_>>());
     }
 
     #[test]
