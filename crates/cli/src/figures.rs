@@ -513,18 +513,10 @@ pub fn overlays(
     rows: &[OverlayRow],
     legend: &[(&str, [u8; 3])],
 ) -> Result<Figure> {
-    let tw = rows
+    let (tw, th) = rows
         .iter()
         .flat_map(|r| &r.tiles)
-        .map(|t| t.0)
-        .max()
-        .unwrap_or(1);
-    let th = rows
-        .iter()
-        .flat_map(|r| &r.tiles)
-        .map(|t| t.1)
-        .max()
-        .unwrap_or(1);
+        .fold((1, 1), |(w, h), t| (w.max(t.0), h.max(t.1)));
     let cols = titles.len() as u32;
     let (gap, top, label_h, bottom) = (10u32, 30u32, 22u32, 34u32);
     let width = cols * (tw + gap) + gap;

@@ -91,6 +91,18 @@ fn paired(model: &Accuracy, base: &Accuracy) -> Option<MeanCi> {
 }
 
 /// `+1.39 points (95% CI -0.21 to +2.98)`, and what it means.
+/// A mean Dice with its 95% interval in %: `92.49 (91.51–93.31)`, `–` without one.
+fn dice_with_ci(ci: Option<MeanCi>) -> String {
+    ci.map_or("–".into(), |c| {
+        format!(
+            "{:.2} ({:.2}–{:.2})",
+            100.0 * c.mean,
+            100.0 * c.lo,
+            100.0 * c.hi
+        )
+    })
+}
+
 fn describe_difference(d: &MeanCi) -> String {
     let verdict = if d.contains(0.0) {
         "inside the noise: the interval holds 0"
@@ -163,14 +175,26 @@ fn thousands(n: u64) -> String {
     out
 }
 
-/// A count in the unit of its column: G when the full model's count `scale` reaches a
-/// billion, else M, so that a column never mixes units.
-fn in_unit(n: u64, scale: u64) -> String {
+/// The unit of a column of counts whose full model counts `scale`: G (3 decimals) from a
+/// billion, else M (2 decimals), so that a column never mixes units. `(unit, divisor,
+/// decimals)`.
+fn count_unit(scale: u64) -> (&'static str, f64, usize) {
     if scale >= 1_000_000_000 {
-        format!("{:.3} G", n as f64 / 1e9)
+        ("G", 1e9, 3)
     } else {
-        format!("{:.2} M", n as f64 / 1e6)
+        ("M", 1e6, 2)
     }
+}
+
+/// A count in the unit of its column (see [`count_unit`]), without the unit.
+fn in_unit_value(n: u64, scale: u64) -> String {
+    let (_, div, digits) = count_unit(scale);
+    format!("{:.digits$}", n as f64 / div)
+}
+
+/// A count in the unit of its column, with the unit.
+fn in_unit(n: u64, scale: u64) -> String {
+    format!("{} {}", in_unit_value(n, scale), count_unit(scale).0)
 }
 
 struct Row {
@@ -518,14 +542,7 @@ pub fn make(ctx: &mut Ctx<'_>, out: &Path) -> Result<()> {
             let _ = writeln!(md, "| {} | – | – | – | – |", title(r.stage));
             continue;
         };
-        let ci = a.dice_ci.map_or("–".into(), |c| {
-            format!(
-                "{:.2} ({:.2}–{:.2})",
-                100.0 * c.mean,
-                100.0 * c.lo,
-                100.0 * c.hi
-            )
-        });
+        let ci = dice_with_ci(a.dice_ci);
         let vs = match (&base_acc, r.stage) {
             (_, ModelStage::Baseline) | (None, _) => "–".to_string(),
             (Some(b), _) => paired(a, b).map_or("–".into(), |d| describe_difference(&d)),
@@ -953,8 +970,7 @@ fn sweep_section(
     let dir = run.stage("sweep");
     let rec: SweepRecord = read_json(&dir.join(SWEEP_FILE))?;
     let full = &rec.full.summary;
-    let giga = full.full_macs >= 1_000_000_000;
-    let (mac_unit, mac_scale) = if giga { ("G", 1e9) } else { ("M", 1e6) };
+    let (mac_unit, mac_scale, _) = count_unit(full.full_macs);
     let batch = rec.batches.first().copied().unwrap_or(1);
     let _ = writeln!(
         md,
@@ -972,19 +988,6 @@ fn sweep_section(
          learned − uniform (points, 95% CI) |\n|---:|---|---:|---:|---:|---:|---:|"
     );
     let pct = |v: u64, of: u64| 100.0 * (v as f64 / of as f64 - 1.0);
-    let macs_cell = |n: u64| match giga {
-        true => format!("{:.3}", n as f64 / 1e9),
-        false => format!("{:.2}", n as f64 / 1e6),
-    };
-    let dice_cell = |a: &Accuracy| match a.dice_ci {
-        Some(c) => format!(
-            "{:.2} ({:.2}–{:.2})",
-            100.0 * c.mean,
-            100.0 * c.lo,
-            100.0 * c.hi
-        ),
-        None => "–".into(),
-    };
     let point = |m: &SweepModel, a: &Accuracy| {
         json!({
             "params": m.summary.params,
@@ -1022,9 +1025,9 @@ fn sweep_section(
                 b.keep,
                 thousands(m.summary.params),
                 pct(m.summary.params, full.full_params),
-                macs_cell(m.summary.macs),
+                in_unit_value(m.summary.macs, full.full_macs),
                 pct(m.summary.macs, full.full_macs),
-                dice_cell(a),
+                dice_with_ci(a.dice_ci),
                 m.latency_ms[0],
                 100.0 * (m.latency_ms[0] / rec.full.latency_ms[0] - 1.0),
                 match (k, &diff) {
@@ -1151,18 +1154,7 @@ fn experiment_section(
         "| model | mean Dice (95% CI) | HD95 (mm) | HD95 (voxels) | params | MACs | latency (ms) |\n|---|---:|---:|---:|---:|---:|---:|"
     );
     for r in rows {
-        let dice = r
-            .acc
-            .as_ref()
-            .and_then(|a| a.dice_ci)
-            .map_or("–".into(), |c| {
-                format!(
-                    "{:.2} ({:.2}–{:.2})",
-                    100.0 * c.mean,
-                    100.0 * c.lo,
-                    100.0 * c.hi
-                )
-            });
+        let dice = dice_with_ci(r.acc.as_ref().and_then(|a| a.dice_ci));
         let hd = |pick: fn(&Accuracy) -> Option<f64>| f(r.acc.as_ref().and_then(pick), 1.0, 2);
         let size = r.info.as_ref().map_or(("–".into(), "–".into()), |i| {
             (

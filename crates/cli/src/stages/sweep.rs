@@ -314,18 +314,18 @@ pub fn make(ctx: &mut Ctx<'_>, dir: &Path) -> Result<()> {
     // Every model of the sweep and the full baseline, timed in one interleaved run.
     let device = run.device()?;
     let full = load_stage_model(run, ModelStage::Baseline, device)?;
+    // Per budget, learned then uniform; in `refs` the baseline comes first.
+    let subs: &[&str] = match run.cfg.controls.uniform {
+        true => &["learned", "uniform"],
+        false => &["learned"],
+    };
     let mut models = Vec::new();
-    let mut dirs = Vec::new();
     for &keep in &keeps {
-        for sub in ["learned", "uniform"] {
+        for sub in subs {
             let d = budget_dir(dir, keep).join(sub);
-            if sub == "uniform" && !run.cfg.controls.uniform {
-                continue;
-            }
             let m = CompressedModel::load(d.join(FINETUNED_MODEL_DIR), device)
                 .with_context(|| format!("cannot load {}", d.display()))?;
-            models.push(m);
-            dirs.push(format!("keep-{keep}/{sub}"));
+            models.push((format!("keep-{keep}/{sub}"), m));
         }
     }
     let opts = LatencyOptions {
@@ -338,7 +338,7 @@ pub fn make(ctx: &mut Ctx<'_>, dir: &Path) -> Result<()> {
         models.len()
     );
     let mut refs = vec![&full.model];
-    refs.extend(models.iter().map(|m| &m.model));
+    refs.extend(models.iter().map(|(_, m)| &m.model));
     let per_batch = time_models(&refs, &batches, &opts)?;
     let latency = |i: usize| -> Vec<f64> { per_batch.iter().map(|row| row[i].median_ms).collect() };
     write_json(&dir.join(SWEEP_LATENCY_FILE), &per_batch)?;
@@ -353,22 +353,23 @@ pub fn make(ctx: &mut Ctx<'_>, dir: &Path) -> Result<()> {
         },
         latency_ms: latency(0),
     };
-    // Models in the order loaded: per budget, learned then uniform; 0 is the baseline.
-    let mut next = (1..refs.len()).zip(dirs);
-    let mut take = |m: &CompressedModel| -> Result<SweepModel> {
-        let (i, dir) = next.next().context("one latency per model")?;
-        Ok(SweepModel {
-            dir,
-            summary: Summary::new(&run.cfg.model, m.model.arch().context("a sliced model")?)?,
-            latency_ms: latency(i),
+    let mut timed = models
+        .iter()
+        .enumerate()
+        .map(|(i, (dir, m))| {
+            Ok(SweepModel {
+                dir: dir.clone(),
+                summary: Summary::new(&run.cfg.model, m.model.arch().context("a sliced model")?)?,
+                latency_ms: latency(i + 1),
+            })
         })
-    };
-    let mut loaded = models.iter();
+        .collect::<Result<Vec<_>>>()?
+        .into_iter();
     let mut budgets = Vec::new();
     for (&keep, seconds) in keeps.iter().zip(seconds) {
-        let learned = take(loaded.next().context("a learned model per budget")?)?;
+        let learned = timed.next().context("a learned model per budget")?;
         let uniform = match run.cfg.controls.uniform {
-            true => Some(take(loaded.next().context("a uniform model per budget")?)?),
+            true => Some(timed.next().context("a uniform model per budget")?),
             false => None,
         };
         budgets.push(SweepBudget {
