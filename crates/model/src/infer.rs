@@ -145,3 +145,80 @@ where
     }
     Ok(out)
 }
+
+/// Floating-point precision of an inference-only model
+/// ([`TransUnet::prepare_inference`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// 32-bit floats, as the model trains.
+    #[default]
+    Fp32,
+    /// bfloat16 weights and activations (CPU with AVX-512 BF16, CUDA).
+    Bf16,
+    /// IEEE half precision (CUDA only).
+    Fp16,
+}
+
+impl Precision {
+    /// Every precision, in the order of the report.
+    pub const ALL: [Precision; 3] = [Precision::Fp32, Precision::Bf16, Precision::Fp16];
+
+    /// The tensor kind of weights and activations.
+    pub fn kind(self) -> Kind {
+        match self {
+            Precision::Fp32 => Kind::Float,
+            Precision::Bf16 => Kind::BFloat16,
+            Precision::Fp16 => Kind::Half,
+        }
+    }
+
+    /// The name used on the command line and in records (`fp32`, `bf16`, `fp16`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Bf16 => "bf16",
+            Precision::Fp16 => "fp16",
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Precision::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| {
+                Error::Input(format!(
+                    "unknown precision `{s}`, expected fp32, bf16 or fp16"
+                ))
+            })
+    }
+}
+
+/// How [`TransUnet::prepare_inference`] readies a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InferenceOptions {
+    /// Precision of weights and activations.
+    pub precision: Precision,
+    /// Fused q/k/v, `scaled_dot_product_attention` and, on CPU, oneDNN linears. Off, an
+    /// fp32 model computes exactly what it computes in training.
+    pub fast: bool,
+}
+
+impl Default for InferenceOptions {
+    fn default() -> Self {
+        InferenceOptions {
+            precision: Precision::Fp32,
+            fast: true,
+        }
+    }
+}

@@ -31,4 +31,5 @@ pub use arch::{FullDims, LayerArch, SubnetArch, format_indices, parse_indices};
 pub use config::{ModelConfig, PixelHead};
 pub use error::{Error, Result};
 pub use gates::{GATE_PARAM_GROUP, GateMode, GateValues, SoftGates};
+pub use infer::{InferenceOptions, Precision};
 pub use transunet::{ModelOutput, TransUnet};

@@ -7,7 +7,7 @@
 //! and skip features whose side falls one or two pixels short of `img_size / 4 / (i + 1)`
 //! are zero-padded at the bottom/right.
 
-use tch::{Tensor, nn};
+use tch::{Kind, Tensor, nn};
 
 use crate::config::ModelConfig;
 use crate::layers::{GroupNorm, StdConv2d};
@@ -47,6 +47,16 @@ impl Bottleneck {
             gn3: GroupNorm::new(&(p / "gn3"), groups, cout, 1e-6),
             conv3: StdConv2d::new(&(p / "conv3"), cmid, cout, 1, 1, 0),
             downsample,
+        }
+    }
+
+    /// Standardises every kernel once for inference in `kind`.
+    fn prepare(&mut self, kind: Kind) {
+        for conv in [&mut self.conv1, &mut self.conv2, &mut self.conv3] {
+            conv.prepare(kind);
+        }
+        if let Some((conv, _)) = &mut self.downsample {
+            conv.prepare(kind);
         }
     }
 
@@ -101,6 +111,14 @@ impl ResNetV2 {
             root_conv: StdConv2d::new(&(&root / "conv"), 3, w, 7, 2, 3),
             root_gn: GroupNorm::new(&(&root / "gn"), g, w, 1e-6),
             stages,
+        }
+    }
+
+    /// Standardises every kernel once for inference in `kind`.
+    pub fn prepare(&mut self, kind: Kind) {
+        self.root_conv.prepare(kind);
+        for unit in self.stages.iter_mut().flatten() {
+            unit.prepare(kind);
         }
     }
 

@@ -17,6 +17,7 @@ use crate::config::{ModelConfig, PixelHead};
 use crate::decoder::{DecoderCup, SegmentationHead};
 use crate::error::{Error, Result};
 use crate::gates::{GateMode, HardMasks, SoftGates, layer_gates};
+use crate::infer::{InferenceOptions, Precision};
 use crate::pixel::DirectionFieldHead;
 use crate::vit::Transformer;
 
@@ -44,6 +45,8 @@ pub struct TransUnet {
     soft_gates: Option<SoftGates>,
     hard_masks: Option<HardMasks>,
     mode: GateMode,
+    /// Device and kind the model was prepared for inference on.
+    prepared: Option<(Device, Kind)>,
 }
 
 impl TransUnet {
@@ -78,6 +81,7 @@ impl TransUnet {
             soft_gates: None,
             hard_masks: None,
             mode: GateMode::Off,
+            prepared: None,
         })
     }
 
@@ -156,6 +160,66 @@ impl TransUnet {
         Ok(())
     }
 
+    /// Prepares the model for inference only, once its weights are loaded and it is on its
+    /// device: the ResNet kernels are standardised once, the variables of `vs` (which
+    /// must hold this model's) are cast to `opts.precision`, and with `opts.fast` q/k/v
+    /// run as one fused GEMM, attention as `scaled_dot_product_attention` and, on CPU,
+    /// the linears through oneDNN. Without `fast`, at fp32, the outputs are bit-identical
+    /// to the unprepared model's.
+    ///
+    /// Afterwards the model refuses to train and to run after its device or kind
+    /// changed. Lower precision needs the gates off (a sliced or full model, not a masked
+    /// one). Half precision (`fp16`) runs on CUDA only.
+    pub fn prepare_inference(
+        &mut self,
+        vs: &mut nn::VarStore,
+        opts: InferenceOptions,
+    ) -> Result<()> {
+        if self.prepared.is_some() {
+            return Err(Error::Input(
+                "the model is already prepared for inference".into(),
+            ));
+        }
+        let kind = opts.precision.kind();
+        if opts.precision != Precision::Fp32 && self.mode != GateMode::Off {
+            return Err(Error::Input(format!(
+                "precision {} needs a model without gates; this one runs with {} gates",
+                opts.precision,
+                if self.mode == GateMode::Soft {
+                    "soft"
+                } else {
+                    "hard"
+                }
+            )));
+        }
+        if opts.precision == Precision::Fp16 && self.device() == Device::Cpu {
+            return Err(Error::Input(
+                "precision fp16 runs on CUDA only; use bf16 on the CPU".into(),
+            ));
+        }
+        self.transformer.prepare(kind, opts.fast);
+        match opts.precision {
+            Precision::Fp32 => {}
+            Precision::Bf16 => vs.bfloat16(),
+            Precision::Fp16 => vs.half(),
+        }
+        if self.kind() != kind {
+            return Err(Error::Input(format!(
+                "the variable store does not hold this model's weights (still {:?} after \
+                 casting to {})",
+                self.kind(),
+                opts.precision
+            )));
+        }
+        self.prepared = Some((self.device(), kind));
+        Ok(())
+    }
+
+    /// Whether [`TransUnet::prepare_inference`] was called.
+    pub fn is_prepared(&self) -> bool {
+        self.prepared.is_some()
+    }
+
     /// Runs the model. A 1-channel input is repeated to 3 channels; the input is moved to
     /// the model's device and kind if needed.
     ///
@@ -163,6 +227,21 @@ impl TransUnet {
     /// `[B, 1 | 3, S, S]` with `S = img_size` -> logits `[B, num_classes, S, S]`,
     /// direction field `[B, 2, S, S]`
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Result<ModelOutput> {
+        if let Some((device, kind)) = self.prepared {
+            if train {
+                return Err(Error::Input(
+                    "a model prepared for inference cannot train".into(),
+                ));
+            }
+            if (device, kind) != (self.device(), self.kind()) {
+                return Err(Error::Input(format!(
+                    "the model was prepared for inference on {device:?} in {kind:?} and has \
+                     since moved to {:?} in {:?}; prepare it again from its weights",
+                    self.device(),
+                    self.kind()
+                )));
+            }
+        }
         let size = xs.size();
         let s = self.cfg.img_size as i64;
         if size.len() != 4 || !(size[1] == 1 || size[1] == 3) || size[2] != s || size[3] != s {

@@ -6,8 +6,12 @@
 //! kept dimensions of each head, the MLP has the kept units, and only the kept tokens
 //! enter the block (gathered, then scattered back into the full grid). The softmax scale
 //! is always `1/sqrt(full head_dim)`.
+//!
+//! Prepared for inference with fast paths ([`Transformer::prepare`]), q, k and v come
+//! from one GEMM of the concatenated weights, and attention without token weights runs
+//! as libtorch's `scaled_dot_product_attention` (fused kernels on CPU and CUDA).
 
-use tch::{Tensor, nn};
+use tch::{Kind, Tensor, nn};
 
 use crate::arch::LayerArch;
 use crate::config::ModelConfig;
@@ -23,6 +27,10 @@ pub(crate) struct Attention {
     key: Linear,
     value: Linear,
     out: Linear,
+    /// q, k and v as one layer (weights concatenated), kept by [`Attention::prepare`].
+    qkv: Option<Linear>,
+    /// Attention runs as `scaled_dot_product_attention` where no token weights apply.
+    sdpa: bool,
     /// Kept dims of each head (all `head_dim` in the full model).
     head_widths: Vec<usize>,
     /// Heads of unequal kept widths run as one batch of heads zero-padded to the widest.
@@ -97,11 +105,35 @@ impl Attention {
             key: Linear::new(&(p / "key"), cfg.hidden, width),
             value: Linear::new(&(p / "value"), cfg.hidden, width),
             out: Linear::new(&(p / "out"), width, cfg.hidden),
+            qkv: None,
+            sdpa: false,
             padding: HeadPadding::new(&head_widths, p.device()),
             head_widths,
             scale: 1.0 / (cfg.head_dim() as f64).sqrt(),
             dropout: cfg.attention_dropout,
         }
+    }
+
+    /// Inference fast paths (module docs); the fused weights are cast to `kind`.
+    fn prepare(&mut self, kind: Kind, fast: bool) {
+        for layer in [
+            &mut self.query,
+            &mut self.key,
+            &mut self.value,
+            &mut self.out,
+        ] {
+            layer.prepare(fast);
+        }
+        self.sdpa = fast;
+        self.qkv = fast.then(|| {
+            let _guard = tch::no_grad_guard();
+            let cat = |f: fn(&Linear) -> &Tensor| {
+                Tensor::cat(&[f(&self.query), f(&self.key), f(&self.value)], 0).to_kind(kind)
+            };
+            let mut fused = Linear::from_tensors(cat(|l| &l.weight), cat(|l| &l.bias));
+            fused.prepare(fast);
+            fused
+        });
     }
 
     /// Attention of equal-width heads: `q, k, v [B, N, H, d]` -> `[B, N, H * d]`.
@@ -117,6 +149,22 @@ impl Attention {
         let q = q.permute([0, 2, 1, 3]);
         let k = k.permute([0, 2, 3, 1]);
         let v = v.permute([0, 2, 1, 3]);
+        if self.sdpa && key_w.is_none() && !train {
+            let k = k.transpose(2, 3);
+            return Tensor::scaled_dot_product_attention(
+                &q,
+                &k,
+                &v,
+                None::<&Tensor>,
+                0.0,
+                false,
+                self.scale,
+                false,
+            )
+            .permute([0, 2, 1, 3])
+            .contiguous()
+            .view([-1, n, h * d]);
+        }
         let scores = q.matmul(&k) * self.scale;
         let probs = match key_w {
             Some(w) => weighted_softmax(&scores, w),
@@ -141,11 +189,22 @@ impl Attention {
         train: bool,
     ) -> Tensor {
         let (_, n, _) = xs.size3().expect("3-d tokens");
-        let (q, k, v) = (
-            self.query.forward(xs),
-            self.key.forward(xs),
-            self.value.forward(xs),
-        );
+        let (q, k, v) = match &self.qkv {
+            Some(fused) => {
+                let width: i64 = self.head_widths.iter().sum::<usize>() as i64;
+                let mut parts = fused
+                    .forward(xs)
+                    .split_with_sizes([width; 3].as_slice(), -1)
+                    .into_iter();
+                let mut next = || parts.next().expect("three parts");
+                (next(), next(), next())
+            }
+            None => (
+                self.query.forward(xs),
+                self.key.forward(xs),
+                self.value.forward(xs),
+            ),
+        };
         let ctx = if let Some(p) = &self.padding {
             let ctx = self.heads_attention(&p.pad(&q), &p.pad(&k), &p.pad(&v), key_w, train);
             p.unpad(&ctx)
@@ -189,6 +248,11 @@ impl Mlp {
             fc2: Linear::new(&(p / "fc2"), units, cfg.hidden),
             dropout: cfg.dropout,
         }
+    }
+
+    fn prepare(&mut self, fast: bool) {
+        self.fc1.prepare(fast);
+        self.fc2.prepare(fast);
     }
 
     /// # Shapes
@@ -235,6 +299,11 @@ impl Block {
             ffn: Mlp::new(&(p / "ffn"), cfg, units),
             kept_tokens,
         }
+    }
+
+    fn prepare(&mut self, kind: Kind, fast: bool) {
+        self.attn.prepare(kind, fast);
+        self.ffn.prepare(fast);
     }
 
     /// The block on the tokens it sees, with optional token gates `g [N]`.
@@ -343,6 +412,15 @@ impl Transformer {
                 .map(|l| Block::new(&(&layer / l), cfg, arch.map(|a| &a[l])))
                 .collect(),
             encoder_norm: LayerNorm::new(&(&enc / "encoder_norm"), cfg.hidden, 1e-6),
+        }
+    }
+
+    /// Prepares the encoder for inference in `kind`: standardised ResNet kernels, and
+    /// with `fast` the fused and oneDNN paths (module docs).
+    pub fn prepare(&mut self, kind: Kind, fast: bool) {
+        self.embeddings.hybrid_model.prepare(kind);
+        for block in &mut self.layers {
+            block.prepare(kind, fast);
         }
     }
 
