@@ -15,7 +15,9 @@ use slimseg_search::data::eval_volumes;
 use crate::digest::DataIdentity;
 use crate::graph;
 use crate::run::{Open, Run, RunArgs, write_json};
-use crate::stages::{ModelStage, eval_test, load_stage_model};
+use crate::stages::{
+    InferenceArgs, InferenceRecord, ModelStage, describe_inference, eval_test, load_for_inference,
+};
 
 /// Folder of side evaluations inside the run.
 pub const EVALS_DIR: &str = "evals";
@@ -39,6 +41,8 @@ pub struct EvalArgs {
     /// Replace an earlier evaluation of the same name.
     #[arg(long)]
     pub overwrite: bool,
+    #[command(flatten)]
+    pub inference: InferenceArgs,
 }
 
 /// What `RUN/evals/NAME/STAGE.json` holds.
@@ -54,6 +58,8 @@ pub struct SideEval {
     pub run_test_set: bool,
     /// The data's identity (the patients evaluated).
     pub data: DataIdentity,
+    /// How the model ran (precision, fast paths).
+    pub inference: InferenceRecord,
     /// The scores.
     pub report: EvalReport,
 }
@@ -143,8 +149,13 @@ pub fn cmd(args: EvalArgs) -> Result<()> {
     let device = run.device()?;
     for s in stages {
         let rec = states[s.dir()].done().expect("checked above");
-        eprintln!("[eval] {} on {name}", s.label());
-        let m = load_stage_model(&run, s, device)?;
+        let opts = args.inference.options();
+        eprintln!(
+            "[eval] {} on {name} ({})",
+            s.label(),
+            describe_inference(opts)
+        );
+        let m = load_for_inference(&run, s, device, opts)?;
         let rep = eval_test(&run, &m.model, &volumes)?;
         println!(
             "{:<22} mean Dice {}  RV/MYO/LV {}",
@@ -165,6 +176,7 @@ pub fn cmd(args: EvalArgs) -> Result<()> {
                 data_root: root.clone(),
                 run_test_set: own,
                 data: identity.clone(),
+                inference: opts.into(),
                 report: rep,
             },
         )?;

@@ -20,7 +20,9 @@ use tch::{Device, Kind, Tensor};
 
 use crate::graph::{self, Provenance};
 use crate::run::{Open, Run, RunArgs, write_json};
-use crate::stages::{ModelStage, load_stage_model, stage_arch};
+use crate::stages::{
+    InferenceArgs, InferenceRecord, ModelStage, describe_inference, load_for_inference, stage_arch,
+};
 
 /// Largest difference allowed between the module's logits and slimseg's.
 pub const ROUNDTRIP_TOLERANCE: f64 = 1e-5;
@@ -58,6 +60,10 @@ pub struct ExportArgs {
     /// Replace an existing output folder.
     #[arg(long)]
     pub overwrite: bool,
+    /// The traced graph's precision and fast paths (CPU: fp32 or bf16). Its input and
+    /// output stay float32.
+    #[command(flatten)]
+    pub inference: InferenceArgs,
 }
 
 /// What `manifest.json` holds.
@@ -85,6 +91,8 @@ pub struct ExportManifest {
     pub params: u64,
     /// MACs per image.
     pub macs: u64,
+    /// Precision inside the module and whether it traced the fast paths.
+    pub inference: InferenceRecord,
     /// Largest |module - slimseg| over the example logits.
     pub roundtrip_max_abs_diff: f64,
     /// Who exported it.
@@ -181,7 +189,8 @@ pub fn cmd(args: ExportArgs) -> Result<()> {
             })
     })?;
     let device = Device::Cpu;
-    let mut m = load_stage_model(&run, args.stage, device)?;
+    let opts = args.inference.options();
+    let mut m = load_for_inference(&run, args.stage, device, opts)?;
     // Weights enter the traced graph as constants, which must not require gradients.
     m.vs.freeze();
     // The stage's own network: the TransUNet control has no pixel module.
@@ -197,7 +206,7 @@ pub fn cmd(args: ExportArgs) -> Result<()> {
             .model
             .forward_t(&xs[0], false)
         {
-            Ok(out) => vec![out.logits],
+            Ok(out) => vec![out.logits.to_kind(Kind::Float)],
             Err(e) => {
                 fail = Some(e);
                 vec![xs[0].shallow_clone()]
@@ -227,7 +236,11 @@ pub fn cmd(args: ExportArgs) -> Result<()> {
         let loaded = tch::CModule::load_on_device(&module_path, device)
             .with_context(|| format!("cannot load back {}", module_path.display()))?;
         let example = Tensor::rand([3, 1, s, s], (Kind::Float, device));
-        let ours = m.model.forward_t(&example, false)?.logits;
+        let ours = m
+            .model
+            .forward_t(&example, false)?
+            .logits
+            .to_kind(Kind::Float);
         let theirs = loaded.forward_ts(&[&example])?;
         if theirs.size() != ours.size() {
             bail!(
@@ -285,6 +298,7 @@ pub fn cmd(args: ExportArgs) -> Result<()> {
             fingerprint: rec.id.clone(),
             params: counts.params(),
             macs: counts.macs(),
+            inference: opts.into(),
             roundtrip_max_abs_diff: diff,
             exported_by: Provenance::now(device),
         };
@@ -322,9 +336,10 @@ pub fn cmd(args: ExportArgs) -> Result<()> {
     }
     let rel = module_path.strip_prefix(&staging).expect("inside staging");
     println!(
-        "exported the {} model ({} params, {} MACs/image, fingerprint {}) to {}; the \
+        "exported the {} model ({}; {} params, {} MACs/image, fingerprint {}) to {}; the \
          module loaded back gives slimseg's logits within {:.1e}",
         args.stage.dir(),
+        describe_inference(opts),
         manifest.params,
         manifest.macs,
         manifest.fingerprint,

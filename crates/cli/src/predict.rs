@@ -24,7 +24,7 @@ use slimseg_search::config::DeviceChoice;
 use crate::graph::{self, State};
 use crate::guard::check_output;
 use crate::run::{Open, Run, RunArgs, parse_device};
-use crate::stages::{ModelStage, load_stage_model};
+use crate::stages::{InferenceArgs, ModelStage, describe_inference, load_for_inference};
 
 /// Options of `predict`.
 #[derive(Debug, Clone, Args)]
@@ -64,6 +64,8 @@ pub struct PredictArgs {
     /// CPU), cpu, cuda (device 0) or cuda:N.
     #[arg(long, value_parser = parse_device, value_name = "auto|cpu|cuda|cuda:N")]
     pub device: Option<DeviceChoice>,
+    #[command(flatten)]
+    pub inference: InferenceArgs,
 }
 
 /// What segmenting one file gave.
@@ -252,7 +254,7 @@ pub fn predict_cmd(args: PredictArgs) -> Result<()> {
         );
     }
     let t = Instant::now();
-    let m = load_stage_model(&run, args.stage, device)?;
+    let m = load_for_inference(&run, args.stage, device, args.inference.options())?;
     let seg = Segmenter {
         run: &run,
         model: &m.model,
@@ -287,13 +289,14 @@ pub fn predict_cmd(args: PredictArgs) -> Result<()> {
         };
         println!(
             "wrote {} ({x} x {y} x {z} voxels{frames}, {} slices; RV {} MYO {} LV {}) with the \
-             {} model",
+             {} model ({})",
             o.display(),
             r.slices,
             r.counts[1],
             r.counts[2],
             r.counts[3],
-            args.stage.dir()
+            args.stage.dir(),
+            describe_inference(args.inference.options())
         );
         return Ok(());
     }

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use slimseg_compress::{CompressedModel, Manifest};
 use slimseg_data::metrics::Convention;
 use slimseg_model::count::{ModelCount, count};
-use slimseg_model::{ModelConfig, PixelHead, SubnetArch, TransUnet};
+use slimseg_model::{InferenceOptions, ModelConfig, PixelHead, Precision, SubnetArch, TransUnet};
 use slimseg_search::data::EvalVolume;
 use slimseg_search::stages::Network;
 use slimseg_search::{EvalOptions, EvalReport, RunConfig, evaluate};
@@ -294,6 +294,72 @@ pub fn load_stage_model(run: &Run, stage: ModelStage, device: Device) -> Result<
             })
         }
     }
+}
+
+/// How a side command (`predict`, `eval`, `bench`, `export`) runs its model.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct InferenceArgs {
+    /// Precision of weights and activations: fp32; bf16 (CUDA, and CPUs with AVX-512
+    /// BF16 or AMX, elsewhere slow); fp16 (CUDA only).
+    #[arg(long, default_value = "fp32", value_name = "fp32|bf16|fp16")]
+    pub precision: Precision,
+    /// Compute exactly as training does: no fused q/k/v, no
+    /// `scaled_dot_product_attention`, no oneDNN linears. At fp32 the results then equal
+    /// the stage's own evaluation bit for bit.
+    #[arg(long)]
+    pub exact: bool,
+}
+
+impl InferenceArgs {
+    /// The model options these flags ask for.
+    pub fn options(&self) -> InferenceOptions {
+        InferenceOptions {
+            precision: self.precision,
+            fast: !self.exact,
+        }
+    }
+}
+
+/// How a model ran, as side results record it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InferenceRecord {
+    /// Precision of weights and activations.
+    pub precision: Precision,
+    /// Whether the inference fast paths were on.
+    pub fast_paths: bool,
+}
+
+impl From<InferenceOptions> for InferenceRecord {
+    fn from(o: InferenceOptions) -> Self {
+        InferenceRecord {
+            precision: o.precision,
+            fast_paths: o.fast,
+        }
+    }
+}
+
+/// `fp32, fast paths` / `bf16, exact`: how a model ran, in words.
+pub fn describe_inference(o: InferenceOptions) -> String {
+    format!(
+        "{}, {}",
+        o.precision,
+        if o.fast { "fast paths" } else { "exact" }
+    )
+}
+
+/// Loads the model of `stage` as [`load_stage_model`] does and prepares it for
+/// inference only (`TransUnet::prepare_inference`).
+pub fn load_for_inference(
+    run: &Run,
+    stage: ModelStage,
+    device: Device,
+    opts: InferenceOptions,
+) -> Result<LoadedModel> {
+    let mut m = load_stage_model(run, stage, device)?;
+    m.model
+        .prepare_inference(&mut m.vs, opts)
+        .with_context(|| format!("cannot run the {} model in {}", stage.dir(), opts.precision))?;
+    Ok(m)
 }
 
 /// Test-set evaluation with HD95 (TransUNet's empty-mask convention).
