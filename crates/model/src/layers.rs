@@ -33,7 +33,7 @@ pub(crate) struct Linear {
     pub weight: Tensor,
     pub bias: Tensor,
     /// Set by [`Linear::prepare`]: the product runs as a oneDNN 1x1 convolution.
-    onednn: bool,
+    pub(crate) onednn: bool,
 }
 
 impl Linear {
@@ -272,5 +272,32 @@ impl Conv2dReLU {
     /// `[B, cin, H, W] -> [B, cout, H, W]`
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         self.bn.forward_t(&self.conv.forward(xs), train).relu()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Linear;
+    use tch::{Device, Kind, Tensor};
+
+    #[test]
+    fn onednn_linear_equals_the_plain_product_for_any_leading_shape() {
+        tch::manual_seed(1);
+        let opts = (Kind::Float, Device::Cpu);
+        let mut fast = Linear::from_tensors(Tensor::randn([7, 5], opts), Tensor::randn([7], opts));
+        let plain = Linear::from_tensors(fast.weight.copy(), fast.bias.copy());
+        fast.prepare(true);
+        assert!(fast.onednn);
+        for shape in [vec![5], vec![3, 5], vec![2, 3, 5], vec![2, 1, 4, 5]] {
+            let xs = Tensor::randn(shape.as_slice(), opts);
+            let (a, b) = (plain.forward(&xs), fast.forward(&xs));
+            assert_eq!(a.size(), b.size());
+            let d = (&a - &b).abs().max().double_value(&[]);
+            assert!(d < 1e-5, "{shape:?}: differ by {d:e}");
+        }
+        // A zero width keeps the plain product.
+        let mut empty = Linear::from_tensors(Tensor::zeros([0, 5], opts), Tensor::zeros([0], opts));
+        empty.prepare(true);
+        assert!(!empty.onednn);
     }
 }

@@ -444,8 +444,60 @@ impl Transformer {
 
 #[cfg(test)]
 mod tests {
-    use super::HeadPadding;
-    use tch::{Device, Kind, Tensor};
+    use super::{Attention, HeadPadding};
+    use crate::config::ModelConfig;
+    use tch::{Device, Kind, Tensor, nn};
+
+    /// Attention of `widths` as it trains and prepared with the fast paths (same weights).
+    fn attention_pair(widths: &[usize]) -> (Attention, Attention, nn::VarStore) {
+        let cfg = ModelConfig::tiny();
+        tch::manual_seed(3);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let plain = Attention::new(&vs.root(), &cfg, widths.to_vec());
+        let mut vs2 = nn::VarStore::new(Device::Cpu);
+        let mut fast = Attention::new(&vs2.root(), &cfg, widths.to_vec());
+        vs2.copy(&vs).unwrap();
+        fast.prepare(Kind::Float, true);
+        assert!(fast.qkv.is_some() && fast.sdpa && fast.out.onednn);
+        (plain, fast, vs2)
+    }
+
+    fn assert_close(a: &Tensor, b: &Tensor) {
+        let scale = a.abs().max().double_value(&[]);
+        let d = (a - b).abs().max().double_value(&[]);
+        assert!(scale > 0.1, "outputs too small to compare ({scale:e})");
+        assert!(d <= 1e-5 * scale, "differ by {d:e} at scale {scale:e}");
+    }
+
+    #[test]
+    fn fused_qkv_and_sdpa_equal_three_projections_and_softmax() {
+        let cfg = ModelConfig::tiny();
+        let (d, n) = (cfg.head_dim(), cfg.num_tokens() as i64);
+        // No head keeps its full width: the softmax scale must stay that of the full head.
+        let unequal: Vec<usize> = (0..cfg.heads)
+            .map(|h| [d / 2, 0, 3, d / 4][h % 4])
+            .collect();
+        let _g = tch::no_grad_guard();
+        for widths in [vec![d; cfg.heads], unequal] {
+            let (plain, fast, _vs) = attention_pair(&widths);
+            let xs = Tensor::randn([2, n, cfg.hidden as i64], (Kind::Float, Device::Cpu));
+            // Plain attention, and the manual softmax with token weights, which SDPA
+            // cannot take, on the fused projection.
+            let w = Tensor::rand([n], (Kind::Float, Device::Cpu));
+            for key_w in [None, Some(&w)] {
+                let a = plain.forward_t(&xs, None, key_w, false);
+                let b = fast.forward_t(&xs, None, key_w, false);
+                assert_close(&a, &b);
+            }
+        }
+        // Head-dim gates on the full model multiply the fused projection's parts.
+        let (plain, fast, _vs) = attention_pair(&vec![d; cfg.heads]);
+        let gate = Tensor::rand([cfg.heads as i64, d as i64], (Kind::Float, Device::Cpu));
+        let xs = Tensor::randn([1, n, cfg.hidden as i64], (Kind::Float, Device::Cpu));
+        let a = plain.forward_t(&xs, Some(&gate), None, false);
+        let b = fast.forward_t(&xs, Some(&gate), None, false);
+        assert_close(&a, &b);
+    }
 
     #[test]
     fn head_padding_maps_kept_columns_to_zero_padded_heads_and_back() {
