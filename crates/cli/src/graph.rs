@@ -242,9 +242,16 @@ pub static GRAPH: [StageDef; 9] = [
     StageDef {
         name: "bench",
         command: "bench",
-        about: "each model's forward latency",
-        reads: &["model", "bench", "device", "threads"],
-        data: false,
+        about: "each model's forward latency, and the Dice of each precision",
+        reads: &[
+            "model",
+            "data",
+            "train.eval_batch",
+            "bench",
+            "device",
+            "threads",
+        ],
+        data: true,
         files: &[],
         upstream: &[
             up("transunet", &["best.safetensors"]),

@@ -568,10 +568,18 @@ pub fn make(ctx: &mut Ctx<'_>, out: &Path) -> Result<()> {
     if let Some(l) = &latency {
         let _ = writeln!(
             md,
-            "Latency: each model's own median forward time (ms per batch; the searched model \
-             with its soft gates) on {}, eval mode, warm-up {}, {} runs, the models' runs \
-             interleaved.\n",
-            l.device, l.options.warmup, l.options.repeats
+            "Latency: each model's own median forward time in fp32 (ms per batch; the \
+             searched model with its soft gates) on {}, eval mode, {}, warm-up {}, {} runs, \
+             the models' runs interleaved.\n",
+            l.device,
+            if l.fast_paths {
+                "prepared for inference with the fast paths (fused q/k/v, \
+                 scaled_dot_product_attention, oneDNN linears on CPU) as `predict` runs it"
+            } else {
+                "computed exactly as in training (`bench.fast = false`)"
+            },
+            l.options.warmup,
+            l.options.repeats
         );
     }
     let (_, tr_full_macs) = full.sum_prefix("transformer.encoder.layer.");
@@ -773,6 +781,11 @@ pub fn make(ctx: &mut Ctx<'_>, out: &Path) -> Result<()> {
         Err(e) => eprintln!("report: no overlays: {e:#}"),
     }
 
+    let precision = match &latency {
+        Some(l) => precision_section(&mut md, l, |s| acc_of(s), &title)?,
+        None => json!(null),
+    };
+
     let sweep = match record("sweep") {
         Some(_) => sweep_section(
             run,
@@ -924,9 +937,11 @@ pub fn make(ctx: &mut Ctx<'_>, out: &Path) -> Result<()> {
         })).collect::<Vec<_>>(),
         "comparisons": comparisons,
         "sweep": sweep,
+        "precision": precision,
         "summary": summary,
         "subnet": spec,
-        "latency": latency,
+        // The evaluations are summarised under `precision`.
+        "latency": latency.map(|l| BenchReport { accuracy: Vec::new(), ..l }),
         "published": if synthetic { json!(null) } else {
             json!(PUBLISHED.iter().map(|(n, v)| json!({"model": n, "dice": v})).collect::<Vec<_>>())
         },
@@ -948,6 +963,75 @@ pub fn make(ctx: &mut Ctx<'_>, out: &Path) -> Result<()> {
     let md_path = out.join("report.md");
     slimseg_data::write_atomic(&md_path, md.as_bytes())
         .with_context(|| format!("cannot write {}", md_path.display()))
+}
+
+/// The precision section: the bench stage's evaluations of the baseline and the
+/// fine-tuned model in each precision (and with the fast paths), each against the stage's
+/// own exact fp32 evaluation (`stage_acc`), with the latency of that precision. Returns
+/// `report.json`'s `precision` array.
+fn precision_section<'a>(
+    md: &mut String,
+    l: &BenchReport,
+    stage_acc: impl Fn(ModelStage) -> Option<&'a Accuracy>,
+    title: &dyn Fn(ModelStage) -> &'static str,
+) -> Result<serde_json::Value> {
+    if l.accuracy.is_empty() {
+        return Ok(json!([]));
+    }
+    let batch = l.batches[0];
+    let _ = writeln!(
+        md,
+        "### Precision\n\nThe baseline and the fine-tuned model as the bench stage ran \
+         them ({}), evaluated on the test set in each precision. The change is the paired \
+         per-volume difference from the stage's own evaluation (fp32, computed exactly as in \
+         training), with its 95% bootstrap interval; the latency is that of the same \
+         precision at batch {batch}, with its speed-up over fp32.\n",
+        if l.fast_paths {
+            "with the fast paths"
+        } else {
+            "exactly as in training"
+        }
+    );
+    let _ = writeln!(
+        md,
+        "| model | precision | mean Dice (95% CI) | change vs exact fp32 (points) | latency, \
+         batch {batch} (ms) | speed-up vs fp32 |\n|---|---|---:|---:|---:|---:|"
+    );
+    let mut out = Vec::new();
+    for e in &l.accuracy {
+        let acc = Accuracy::of(&e.report);
+        let change = stage_acc(e.stage).and_then(|base| paired(&acc, base));
+        let ms = l.get_at(e.stage, e.precision, batch).map(|s| s.median_ms);
+        let fp32_ms = l.get(e.stage, batch).map(|s| s.median_ms);
+        let speedup = ms.zip(fp32_ms).map(|(m, f)| f / m);
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} |",
+            title(e.stage),
+            e.precision,
+            dice_with_ci(acc.dice_ci),
+            change.map_or("–".into(), |d| format!(
+                "{:+.3} ({:+.3} to {:+.3})",
+                100.0 * d.mean,
+                100.0 * d.lo,
+                100.0 * d.hi
+            )),
+            f(ms, 1.0, 2),
+            speedup.map_or("–".into(), |s| format!("{s:.2}x")),
+        );
+        out.push(json!({
+            "stage": e.stage,
+            "precision": e.precision,
+            "fast_paths": e.fast_paths,
+            "dice_mean": acc.dice_ci.map(|c| c.mean),
+            "dice_ci95": acc.dice_ci.map(|c| [c.lo, c.hi]),
+            "change_vs_exact_fp32": change.map(|d| json!({"mean": d.mean, "ci95": [d.lo, d.hi], "volumes": d.n})),
+            "latency_ms": ms,
+            "speedup_vs_fp32": speedup,
+        }));
+    }
+    md.push('\n');
+    Ok(json!(out))
 }
 
 /// One sweep model's accuracy from its `eval.json`.

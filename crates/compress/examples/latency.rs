@@ -4,8 +4,12 @@
 //! cargo run --release -p slimseg-compress --example latency -- \
 //!     [--preset paper|tiny | --config FILE.toml] [--device cpu|cuda|cuda:N] \
 //!     [--mac-reduction 0.3] [--token-from-layer L] [--compressed DIR] \
-//!     [--batches 1,8] [--warmup 3] [--repeats 10] [--threads N] [--json OUT.json]
+//!     [--batches 1,8] [--warmup 3] [--repeats 10] [--threads N] [--json OUT.json] \
+//!     [--precision fp32|bf16|fp16] [--exact]
 //! ```
+//!
+//! Both models are prepared for inference in the given precision, with the fast paths
+//! unless `--exact`.
 //!
 //! Without `--compressed`, the compressed architecture is the structured one of
 //! `slimseg_compress::arch_for_mac_reduction` (same kept fraction of head dims, MLP units
@@ -18,7 +22,7 @@ use std::process::ExitCode;
 use slimseg_compress::{
     LatencyOptions, Manifest, arch_for_mac_reduction, bench_full_vs_compressed, store::Summary,
 };
-use slimseg_model::ModelConfig;
+use slimseg_model::{InferenceOptions, ModelConfig};
 use tch::Device;
 
 struct Args {
@@ -31,6 +35,7 @@ struct Args {
     opts: LatencyOptions,
     threads: Option<i32>,
     json: Option<String>,
+    infer: InferenceOptions,
 }
 
 fn parse_device(s: &str) -> Result<Device, String> {
@@ -56,6 +61,7 @@ fn parse() -> Result<Args, String> {
         opts: LatencyOptions::default(),
         threads: None,
         json: None,
+        infer: InferenceOptions::default(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -82,6 +88,8 @@ fn parse() -> Result<Args, String> {
             "--repeats" => a.opts.repeats = num(val()?)? as usize,
             "--threads" => a.threads = Some(num(val()?)? as i32),
             "--json" => a.json = Some(val()?),
+            "--precision" => a.infer.precision = val()?.parse().map_err(|e| format!("{e}"))?,
+            "--exact" => a.infer.fast = false,
             "-h" | "--help" => return Err("see the header of examples/latency.rs".into()),
             other => return Err(format!("unknown argument `{other}`")),
         }
@@ -128,8 +136,15 @@ fn run(args: Args) -> Result<(), String> {
         100.0 * summary.mac_reduction(),
         100.0 * summary.param_reduction()
     );
-    let report = bench_full_vs_compressed(&cfg, &arch, args.device, &args.batches, &args.opts)
-        .map_err(|e| e.to_string())?;
+    let report = bench_full_vs_compressed(
+        &cfg,
+        &arch,
+        args.device,
+        &args.batches,
+        &args.opts,
+        args.infer,
+    )
+    .map_err(|e| e.to_string())?;
     println!("{}", report.to_markdown());
     if let Some(path) = args.json {
         let s = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;

@@ -10,7 +10,7 @@
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use slimseg_model::{ModelConfig, SubnetArch, TransUnet};
+use slimseg_model::{InferenceOptions, ModelConfig, SubnetArch, TransUnet};
 use tch::{Device, Kind, Tensor, nn};
 
 use crate::error::{Error, Result};
@@ -339,19 +339,23 @@ pub fn compare_latency(
 }
 
 /// Builds the full model of `cfg` and the compressed model of `arch` on `device` (initial
-/// weights; speed does not depend on values) and compares their latency at each batch
-/// size. This is the benchmark behind the latency figures; it runs on CPU or CUDA.
+/// weights; speed does not depend on values), prepares both for inference with `infer`
+/// and compares their latency at each batch size. This is the benchmark behind the
+/// latency figures; it runs on CPU or CUDA.
 pub fn bench_full_vs_compressed(
     cfg: &ModelConfig,
     arch: &SubnetArch,
     device: Device,
     batches: &[usize],
     opts: &LatencyOptions,
+    infer: InferenceOptions,
 ) -> Result<LatencyReport> {
     tch::manual_seed(0);
-    let full_vs = nn::VarStore::new(device);
-    let full = TransUnet::new(&full_vs.root(), cfg)?;
-    let small_vs = nn::VarStore::new(device);
-    let compressed = TransUnet::new_reduced(&small_vs.root(), cfg, arch)?;
+    let mut full_vs = nn::VarStore::new(device);
+    let mut full = TransUnet::new(&full_vs.root(), cfg)?;
+    full.prepare_inference(&mut full_vs, infer)?;
+    let mut small_vs = nn::VarStore::new(device);
+    let mut compressed = TransUnet::new_reduced(&small_vs.root(), cfg, arch)?;
+    compressed.prepare_inference(&mut small_vs, infer)?;
     compare_latency(&full, &compressed, batches, opts)
 }

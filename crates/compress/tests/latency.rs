@@ -4,7 +4,7 @@
 use slimseg_compress::{
     KeepFractions, LatencyOptions, LatencyStats, RunTime, bench_full_vs_compressed, structured_arch,
 };
-use slimseg_model::ModelConfig;
+use slimseg_model::{InferenceOptions, ModelConfig};
 use tch::Device;
 
 fn runs(wall: &[f64]) -> Vec<RunTime> {
@@ -51,7 +51,15 @@ fn benchmark_reports_every_batch_size_and_the_sizes_compared() {
         warmup: 1,
         repeats: 2,
     };
-    let report = bench_full_vs_compressed(&cfg, &arch, Device::Cpu, &[1, 2], &opts).unwrap();
+    let report = bench_full_vs_compressed(
+        &cfg,
+        &arch,
+        Device::Cpu,
+        &[1, 2],
+        &opts,
+        InferenceOptions::default(),
+    )
+    .unwrap();
     assert_eq!(
         report.rows.iter().map(|r| r.batch).collect::<Vec<_>>(),
         vec![1, 2]
@@ -70,6 +78,26 @@ fn benchmark_reports_every_batch_size_and_the_sizes_compared() {
         warmup: 0,
         repeats: 0,
     };
-    assert!(bench_full_vs_compressed(&cfg, &arch, Device::Cpu, &[1], &bad).is_err());
-    assert!(bench_full_vs_compressed(&cfg, &arch, Device::Cpu, &[], &opts).is_err());
+    assert!(
+        bench_full_vs_compressed(
+            &cfg,
+            &arch,
+            Device::Cpu,
+            &[1],
+            &bad,
+            InferenceOptions::default()
+        )
+        .is_err()
+    );
+    assert!(
+        bench_full_vs_compressed(
+            &cfg,
+            &arch,
+            Device::Cpu,
+            &[],
+            &opts,
+            InferenceOptions::default()
+        )
+        .is_err()
+    );
 }

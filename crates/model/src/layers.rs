@@ -7,7 +7,11 @@
 //! channels-last view of the tokens. That is the same product `x W^T + b`; libtorch
 //! then computes it with oneDNN, which on the CPUs measured here (AMD EPYC, AVX-512)
 //! runs about twice as fast at 196 tokens as the BLAS `addmm` behind `linear`
-//! (`slimseg bench --fast`, see the note of issue 16). Only the summation order differs.
+//! (`cargo run --release -p slimseg-model --example fast_paths`). Only the summation
+//! order differs. Below about ten million multiply-accumulates per call (the tiny
+//! preset at batch 1) oneDNN's overhead outweighs its speed: measured on 2 threads,
+//! `[36, 192] x [192, 576]` took 56 us by `addmm` and 72 us by oneDNN, `[196, 384] x
+//! [384, 384]` 302 us against 180 us, so smaller products keep `addmm`.
 
 use tch::nn::{self, Init, ModuleT};
 use tch::{Kind, Tensor};
@@ -26,14 +30,18 @@ fn default_init(fan_in: usize, numel: usize) -> Init {
     }
 }
 
+/// Smallest product (multiply-accumulates) that runs through oneDNN (module docs).
+const ONEDNN_MIN_MACS: i64 = 10_000_000;
+
 /// Fully connected layer `y = x W^T + b` (`weight` `[out, in]`, `bias` `[out]`). Either
 /// width may be zero, which a pruned block needs.
 #[derive(Debug)]
 pub(crate) struct Linear {
     pub weight: Tensor,
     pub bias: Tensor,
-    /// Set by [`Linear::prepare`]: the product runs as a oneDNN 1x1 convolution.
-    pub(crate) onednn: bool,
+    /// Set by [`Linear::prepare`]: products of at least this many multiply-accumulates
+    /// run as a oneDNN 1x1 convolution.
+    pub(crate) onednn_from: Option<i64>,
 }
 
 impl Linear {
@@ -42,7 +50,7 @@ impl Linear {
         Linear {
             weight: p.var("weight", &[out_dim as i64, in_dim as i64], init),
             bias: p.var("bias", &[out_dim as i64], default_init(in_dim, out_dim)),
-            onednn: false,
+            onednn_from: None,
         }
     }
 
@@ -51,7 +59,7 @@ impl Linear {
         Linear {
             weight,
             bias,
-            onednn: false,
+            onednn_from: None,
         }
     }
 
@@ -59,18 +67,19 @@ impl Linear {
     /// with a zero width keep the plain product.
     pub fn prepare(&mut self, fast: bool) {
         let s = self.weight.size();
-        self.onednn = fast && self.weight.device() == tch::Device::Cpu && s[0] > 0 && s[1] > 0;
+        let on = fast && self.weight.device() == tch::Device::Cpu && s[0] > 0 && s[1] > 0;
+        self.onednn_from = on.then_some(ONEDNN_MIN_MACS);
     }
 
     /// # Shapes
     /// `[.., in] -> [.., out]`
     pub fn forward(&self, xs: &Tensor) -> Tensor {
-        if !self.onednn {
-            return xs.linear(&self.weight, Some(&self.bias));
-        }
         let mut shape = xs.size();
         let (out, inp) = self.weight.size2().expect("2-d linear weight");
         let rows = shape[..shape.len() - 1].iter().product::<i64>();
+        if self.onednn_from.is_none_or(|m| rows * inp * out < m) {
+            return xs.linear(&self.weight, Some(&self.bias));
+        }
         // `[rows, in]` memory is an NHWC image `[1, 1, rows, in]`: the permute below is
         // a channels-last `[1, in, 1, rows]` view, and so is the convolution's output.
         let image = xs.reshape([1, 1, rows, inp]).permute([0, 3, 1, 2]);
@@ -287,7 +296,9 @@ mod tests {
         let mut fast = Linear::from_tensors(Tensor::randn([7, 5], opts), Tensor::randn([7], opts));
         let plain = Linear::from_tensors(fast.weight.copy(), fast.bias.copy());
         fast.prepare(true);
-        assert!(fast.onednn);
+        assert_eq!(fast.onednn_from, Some(super::ONEDNN_MIN_MACS));
+        // Every product through oneDNN, however small.
+        fast.onednn_from = Some(0);
         for shape in [vec![5], vec![3, 5], vec![2, 3, 5], vec![2, 1, 4, 5]] {
             let xs = Tensor::randn(shape.as_slice(), opts);
             let (a, b) = (plain.forward(&xs), fast.forward(&xs));
@@ -298,6 +309,6 @@ mod tests {
         // A zero width keeps the plain product.
         let mut empty = Linear::from_tensors(Tensor::zeros([0, 5], opts), Tensor::zeros([0], opts));
         empty.prepare(true);
-        assert!(!empty.onednn);
+        assert!(empty.onednn_from.is_none());
     }
 }

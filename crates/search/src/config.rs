@@ -531,6 +531,13 @@ pub struct BenchConfig {
     pub warmup: usize,
     /// Timed passes (median, min and max reported). Default 10.
     pub repeats: usize,
+    /// Precisions each model is timed in; at each one other than fp32 the baseline and
+    /// the fine-tuned model are also evaluated on the test set, for the Dice change.
+    /// Default `["fp32"]`.
+    pub precisions: Vec<slimseg_model::Precision>,
+    /// Time models with the inference fast paths (fused q/k/v, SDPA, oneDNN linears on
+    /// CPU), as `predict` runs them. Default true.
+    pub fast: bool,
 }
 
 impl Default for BenchConfig {
@@ -539,6 +546,8 @@ impl Default for BenchConfig {
             batches: vec![1],
             warmup: 3,
             repeats: 10,
+            precisions: vec![slimseg_model::Precision::Fp32],
+            fast: true,
         }
     }
 }
@@ -554,6 +563,17 @@ impl BenchConfig {
         }
         if self.repeats == 0 {
             return Err(Error::config("bench.repeats", "must be at least 1"));
+        }
+        if self.precisions.is_empty() {
+            return Err(Error::config("bench.precisions", "must name at least one"));
+        }
+        for (i, p) in self.precisions.iter().enumerate() {
+            if self.precisions[..i].contains(p) {
+                return Err(Error::config(
+                    "bench.precisions",
+                    format!("lists {p} twice"),
+                ));
+            }
         }
         Ok(())
     }

@@ -1,10 +1,17 @@
 //! `bench`: each model's own forward latency (the TransUNet control and the baseline; the
 //! searched model with its soft gates; the compressed, the fine-tuned and the uniform
-//! control's sliced models) at every batch size of
-//! `[bench]`, their runs interleaved, into `RUN/bench/latency.json`. The bench stage is
-//! made with the configuration's options; a call with other options (`--batch`,
-//! `--repeats`, `--warmup`), or on a complete stage, is a side measurement kept in
-//! `RUN/measurements/`, which never replaces the stage's.
+//! control's sliced models) at every batch size and precision of `[bench]`, prepared for
+//! inference as `predict` runs them (fast paths unless `bench.fast = false`), their runs
+//! interleaved, into `RUN/bench/latency.json`. Models with gates (the searched one) run
+//! in fp32 only. At each precision, and for the fast paths themselves, the stage also
+//! evaluates the baseline and the fine-tuned model on the test set, so that the report
+//! can show what the precision costs in Dice against the stage's own (exact fp32)
+//! evaluation.
+//!
+//! The bench stage is made with the configuration's options; a call with other options
+//! (`--batch`, `--repeats`, `--warmup`, `--precision`, `--exact`), or on a complete
+//! stage, is a side measurement of latency only, kept in `RUN/measurements/`, which never
+//! replaces the stage's.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,9 +22,12 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 use slimseg_compress::latency::{bench_full_vs_compressed, describe_device, time_models};
 use slimseg_compress::{LatencyOptions, LatencyStats};
+use slimseg_model::{InferenceOptions, Precision};
+use slimseg_search::EvalReport;
 use slimseg_search::config::BenchConfig;
+use slimseg_search::data::EvalVolume;
 
-use super::{ModelStage, load_stage_model, make_one};
+use super::{ModelStage, describe_inference, eval_test, load_for_inference, make_one};
 use crate::graph::{self, Ctx, State};
 use crate::run::{Open, Run, RunArgs, write_json};
 
@@ -40,6 +50,13 @@ pub struct BenchArgs {
     /// Timed runs (median, min and max reported). Default: `bench.repeats`.
     #[arg(long)]
     pub repeats: Option<usize>,
+    /// Precisions to time (comma-separated: fp32, bf16, fp16). Default:
+    /// `bench.precisions`.
+    #[arg(long, value_delimiter = ',', value_name = "fp32|bf16|fp16")]
+    pub precision: Vec<Precision>,
+    /// Time the models exactly as training computes, without the inference fast paths.
+    #[arg(long)]
+    pub exact: bool,
     /// Redo the bench stage although it is complete and up to date.
     #[arg(long)]
     pub force: bool,
@@ -64,8 +81,24 @@ pub struct ModelLatency {
     pub stage: ModelStage,
     /// Fingerprint id of the stage measured.
     pub fingerprint: String,
+    /// Precision it ran in.
+    #[serde(default)]
+    pub precision: Precision,
     /// Per batch size (in the order of `batches`).
     pub stats: Vec<LatencyStats>,
+}
+
+/// A test-set evaluation of one model as the bench stage ran it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PrecisionEval {
+    /// Its stage.
+    pub stage: ModelStage,
+    /// Precision it ran in.
+    pub precision: Precision,
+    /// Whether the fast paths were on.
+    pub fast_paths: bool,
+    /// The scores.
+    pub report: EvalReport,
 }
 
 /// A latency measurement of a run's models.
@@ -77,37 +110,60 @@ pub struct BenchReport {
     pub options: LatencyOptions,
     /// Batch sizes timed.
     pub batches: Vec<usize>,
-    /// Each model measured.
+    /// Whether the models ran with the inference fast paths.
+    #[serde(default)]
+    pub fast_paths: bool,
+    /// Each model measured, at each precision.
     pub models: Vec<ModelLatency>,
+    /// The test-set evaluations at each precision (the bench stage only).
+    #[serde(default)]
+    pub accuracy: Vec<PrecisionEval>,
     /// When, seconds since the Unix epoch.
     pub measured_unix: u64,
 }
 
 impl BenchReport {
-    /// A model's stats at a batch size.
+    /// A model's fp32 stats at a batch size.
     pub fn get(&self, stage: ModelStage, batch: usize) -> Option<&LatencyStats> {
+        self.get_at(stage, Precision::Fp32, batch)
+    }
+
+    /// A model's stats in a precision at a batch size.
+    pub fn get_at(
+        &self,
+        stage: ModelStage,
+        precision: Precision,
+        batch: usize,
+    ) -> Option<&LatencyStats> {
         let i = self.batches.iter().position(|&b| b == batch)?;
         self.models
             .iter()
-            .find(|m| m.stage == stage)
+            .find(|m| m.stage == stage && m.precision == precision)
             .and_then(|m| m.stats.get(i))
     }
 
     /// A Markdown table: one row per model, median (min-max) ms per batch size.
     pub fn to_markdown(&self) -> String {
         let mut s = format!(
-            "Latency on {}: eval, no grad, warm-up {}, median (min-max) of {} runs, ms per \
-             forward pass\n\n| model |",
-            self.device, self.options.warmup, self.options.repeats
+            "Latency on {}: eval, no grad, {}, warm-up {}, median (min-max) of {} runs, ms \
+             per forward pass\n\n| model | precision |",
+            self.device,
+            if self.fast_paths {
+                "fast paths"
+            } else {
+                "exact (as in training)"
+            },
+            self.options.warmup,
+            self.options.repeats
         );
         for b in &self.batches {
             s += &format!(" batch {b} |");
         }
-        s += "\n|---|";
+        s += "\n|---|---|";
         s += &"---:|".repeat(self.batches.len());
         s.push('\n');
         for m in &self.models {
-            s += &format!("| {} |", m.stage.label());
+            s += &format!("| {} | {} |", m.stage.label(), m.precision);
             for st in &m.stats {
                 s += &format!(" {:.2} ({:.2}-{:.2}) |", st.median_ms, st.min_ms, st.max_ms);
             }
@@ -117,25 +173,61 @@ impl BenchReport {
     }
 }
 
-/// Times the models of the `stages` (all done) of `run`.
-fn measure(run: &Run, stages: &[(ModelStage, String)], cfg: &BenchConfig) -> Result<BenchReport> {
+/// The stages whose models the bench stage evaluates at each precision: the baseline
+/// (the full model) and the fine-tuned subnet (what a user deploys).
+const EVALUATED: [ModelStage; 2] = [ModelStage::Baseline, ModelStage::Finetuned];
+
+/// Times the models of the `stages` (all done) of `run` at each precision of `cfg`
+/// (models with gates in fp32 only); with `test`, also evaluates the [`EVALUATED`]
+/// stages among them at each precision.
+fn measure(
+    run: &Run,
+    stages: &[(ModelStage, String)],
+    cfg: &BenchConfig,
+    test: Option<&[EvalVolume]>,
+) -> Result<BenchReport> {
     let device = run.device()?;
-    let loaded = stages
-        .iter()
-        .map(|(s, _)| load_stage_model(run, *s, device))
-        .collect::<Result<Vec<_>>>()?;
-    let models: Vec<&slimseg_model::TransUnet> = loaded.iter().map(|m| &m.model).collect();
+    let mut loaded = Vec::new();
+    for &precision in &cfg.precisions {
+        for (stage, fingerprint) in stages {
+            if precision != Precision::Fp32 && *stage == ModelStage::Search {
+                continue;
+            }
+            let opts = InferenceOptions {
+                precision,
+                fast: cfg.fast,
+            };
+            let m = load_for_inference(run, *stage, device, opts)?;
+            loaded.push((*stage, fingerprint.clone(), opts, m));
+        }
+    }
+    let mut accuracy = Vec::new();
+    if let Some(test) = test {
+        for (stage, _, opts, m) in &loaded {
+            if EVALUATED.contains(stage) {
+                eprintln!("[bench] {} ({})", stage.label(), describe_inference(*opts));
+                accuracy.push(PrecisionEval {
+                    stage: *stage,
+                    precision: opts.precision,
+                    fast_paths: opts.fast,
+                    report: eval_test(run, &m.model, test)?,
+                });
+            }
+        }
+    }
+    let models: Vec<&slimseg_model::TransUnet> = loaded.iter().map(|l| &l.3.model).collect();
     let opts = LatencyOptions {
         warmup: cfg.warmup,
         repeats: cfg.repeats,
     };
     let per_batch = time_models(&models, &cfg.batches, &opts)?;
-    let models = stages
+    let models = loaded
         .iter()
         .enumerate()
-        .map(|(i, (stage, fingerprint))| ModelLatency {
+        .map(|(i, (stage, fingerprint, o, _))| ModelLatency {
             stage: *stage,
             fingerprint: fingerprint.clone(),
+            precision: o.precision,
             stats: per_batch.iter().map(|row| row[i].clone()).collect(),
         })
         .collect();
@@ -143,7 +235,9 @@ fn measure(run: &Run, stages: &[(ModelStage, String)], cfg: &BenchConfig) -> Res
         device: describe_device(device),
         options: opts,
         batches: cfg.batches.clone(),
+        fast_paths: cfg.fast,
         models,
+        accuracy,
         measured_unix: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -166,7 +260,8 @@ pub fn make(ctx: &mut Ctx<'_>, dir: &Path) -> Result<()> {
         })
         .collect();
     eprintln!("[bench] latency of every model");
-    let rep = measure(run, &stages, &run.cfg.bench)?;
+    let test = &ctx.cohort()?.test;
+    let rep = measure(run, &stages, &run.cfg.bench, Some(test))?;
     eprint!("{}", rep.to_markdown());
     write_json(&dir.join(LATENCY_FILE), &rep)
 }
@@ -197,7 +292,16 @@ pub fn cmd(args: BenchArgs) -> Result<()> {
             warmup: args.warmup.unwrap_or(run.cfg.bench.warmup),
             repeats: args.repeats.unwrap_or(run.cfg.bench.repeats),
         };
-        let rep = bench_full_vs_compressed(&run.cfg.model, &arch, run.device()?, &batches, &opts)?;
+        let infer = InferenceOptions {
+            precision: args
+                .precision
+                .first()
+                .copied()
+                .unwrap_or(run.cfg.bench.precisions[0]),
+            fast: run.cfg.bench.fast && !args.exact,
+        };
+        let rep =
+            bench_full_vs_compressed(&run.cfg.model, &arch, run.device()?, &batches, &opts, infer)?;
         if let Some(p) = &args.json {
             write_json(p, &rep)?;
         }
@@ -205,10 +309,18 @@ pub fn cmd(args: BenchArgs) -> Result<()> {
         return Ok(());
     }
     let mut cfg = run.cfg.bench.clone();
-    let side = !args.batch.is_empty() || args.warmup.is_some() || args.repeats.is_some();
+    let side = !args.batch.is_empty()
+        || args.warmup.is_some()
+        || args.repeats.is_some()
+        || !args.precision.is_empty()
+        || args.exact;
     if !args.batch.is_empty() {
         cfg.batches = args.batch.clone();
     }
+    if !args.precision.is_empty() {
+        cfg.precisions = args.precision.clone();
+    }
+    cfg.fast &= !args.exact;
     cfg.warmup = args.warmup.unwrap_or(cfg.warmup);
     cfg.repeats = args.repeats.unwrap_or(cfg.repeats);
     cfg.validate()?;
@@ -236,7 +348,7 @@ pub fn cmd(args: BenchArgs) -> Result<()> {
             run.root.display()
         );
     }
-    let rep = measure(&run, &stages, &cfg)?;
+    let rep = measure(&run, &stages, &cfg, None)?;
     let path = side_path(&run, rep.measured_unix);
     write_json(&path, &rep)?;
     if let Some(p) = &args.json {

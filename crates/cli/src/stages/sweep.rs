@@ -25,13 +25,14 @@ use slimseg_compress::latency::{describe_device, time_models};
 use slimseg_compress::{
     CompressedModel, Folding, LatencyOptions, Summary, compress, compress_checkpoint,
 };
+use slimseg_model::{InferenceOptions, Precision};
 use slimseg_search::engine::read_gate_values;
 use slimseg_search::stages::{Network, SUBNET_FILE};
 use slimseg_search::{Budget, EvalReport, SelectConfig};
 
 use super::finetune::{FinetuneArgs, set_schedule, train_and_save};
 use super::uniform::{UNIFORM_FILE, control_of};
-use super::{EVAL_FILE, FINETUNED_MODEL_DIR, ModelStage, load_stage_model, make_one};
+use super::{EVAL_FILE, FINETUNED_MODEL_DIR, ModelStage, load_for_inference, make_one};
 use crate::graph::{Ctx, Fingerprint, INPUTS_FILE};
 use crate::run::{read_json, write_json};
 
@@ -312,8 +313,13 @@ pub fn make(ctx: &mut Ctx<'_>, dir: &Path) -> Result<()> {
     drop(src);
 
     // Every model of the sweep and the full baseline, timed in one interleaved run.
+    // In fp32, with the fast paths as `[bench]` asks, as the bench stage times them.
     let device = run.device()?;
-    let full = load_stage_model(run, ModelStage::Baseline, device)?;
+    let infer = InferenceOptions {
+        precision: Precision::Fp32,
+        fast: run.cfg.bench.fast,
+    };
+    let full = load_for_inference(run, ModelStage::Baseline, device, infer)?;
     // Per budget, learned then uniform; in `refs` the baseline comes first.
     let subs: &[&str] = match run.cfg.controls.uniform {
         true => &["learned", "uniform"],
@@ -323,8 +329,9 @@ pub fn make(ctx: &mut Ctx<'_>, dir: &Path) -> Result<()> {
     for &keep in &keeps {
         for sub in subs {
             let d = budget_dir(dir, keep).join(sub);
-            let m = CompressedModel::load(d.join(FINETUNED_MODEL_DIR), device)
+            let mut m = CompressedModel::load(d.join(FINETUNED_MODEL_DIR), device)
                 .with_context(|| format!("cannot load {}", d.display()))?;
+            m.model.prepare_inference(&mut m.vs, infer)?;
             models.push((format!("keep-{keep}/{sub}"), m));
         }
     }
