@@ -40,6 +40,7 @@ fn bench_select(c: &mut Criterion) {
             token: 0.8,
         },
         floors: Floors::default(),
+        align: 0,
     };
     let model = SelectConfig {
         budget: Budget::Model {
@@ -48,6 +49,7 @@ fn bench_select(c: &mut Criterion) {
             scope: CostScope::Model,
         },
         floors: Floors::default(),
+        align: 0,
     };
     c.bench_function("select/paper_per_dimension", |b| {
         b.iter(|| select(&cfg, &gates, &per_dim).expect("reachable"))

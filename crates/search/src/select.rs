@@ -284,7 +284,7 @@ impl Default for Floors {
     }
 }
 
-/// The `[select]` table: a budget and floors.
+/// The `[select]` table: a budget, floors and the hardware alignment.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SelectConfig {
@@ -292,6 +292,12 @@ pub struct SelectConfig {
     pub budget: Budget,
     /// Per-layer floors.
     pub floors: Floors,
+    /// Hardware alignment: with `align = m > 1`, every kept head of a layer keeps the same
+    /// number of dims and every layer a number of MLP units, both multiples of `m` (or
+    /// the full width), so that the sliced model runs dense GEMMs without padded heads.
+    /// A model or joint budget is then refilled with whole groups of `m` as far as it
+    /// allows. 0 or 1: off. Default 8.
+    pub align: usize,
 }
 
 impl Default for SelectConfig {
@@ -303,6 +309,7 @@ impl Default for SelectConfig {
                 scope: CostScope::Model,
             },
             floors: Floors::default(),
+            align: 8,
         }
     }
 }
@@ -365,6 +372,9 @@ pub struct SubnetSpec {
     pub budget: Budget,
     /// The floors used.
     pub floors: Floors,
+    /// The alignment used (`[select] align`; 0: none).
+    #[serde(default)]
+    pub align: usize,
     /// Effective thresholds per dimension.
     pub thresholds: Thresholds,
     /// Kept head dims, MLP units and tokens per layer (indices into the full model).
@@ -943,6 +953,253 @@ fn select_model(
     Ok(keep)
 }
 
+/// One step of the alignment's refill or trim: `m` more or fewer MLP units of a layer,
+/// or `m` more or fewer dims in every kept head of a layer.
+#[derive(Debug, Clone, Copy)]
+enum Group {
+    Mlp(usize),
+    Attn(usize),
+}
+
+/// Kept widths of one layer under alignment: the kept heads, their common width and the
+/// MLP units.
+#[derive(Debug, Clone)]
+struct Aligned {
+    heads: Vec<usize>,
+    width: usize,
+    units: usize,
+}
+
+/// `n` rounded down to a multiple of `m`, at least `m`, at most `cap` (the full width,
+/// which need not be a multiple).
+fn round_width(n: usize, m: usize, cap: usize) -> usize {
+    (n / m * m).max(m).min(cap)
+}
+
+/// The next width up or down from `w` in steps of `m` within `m..=cap`, `None` past
+/// either end.
+fn step_width(w: usize, m: usize, cap: usize, up: bool) -> Option<usize> {
+    if up {
+        (w < cap).then(|| (w / m * m + m).min(cap))
+    } else {
+        let down = if w % m == 0 {
+            w.checked_sub(m)?
+        } else {
+            w / m * m
+        };
+        (down >= m).then_some(down)
+    }
+}
+
+/// Aligns a selected subnet to multiples of `m` (see [`SelectConfig::align`]): per
+/// layer, the heads that keep any dim keep their `w` most important dims each, `w` the
+/// kept dims per head rounded down to a multiple of `m`, and the MLP keeps its most
+/// important units, their number rounded down likewise (a dimension that vanished stays
+/// empty; the floors stay met). With cost `limits`, the subnet is then trimmed by whole
+/// groups, least important per unit of cost first, while it exceeds a limit, and refilled
+/// by whole groups, most important per unit of cost first, while they fit.
+fn align(
+    cfg: &ModelConfig,
+    s: &Scores,
+    keep: &mut Keep,
+    m: usize,
+    floors: Floors,
+    limits: Option<(&[(CostMetric, f64)], CostScope)>,
+) -> Result<()> {
+    let top = |scores: &[f64], k: usize| -> Vec<bool> {
+        let mut idx: Vec<usize> = (0..scores.len()).collect();
+        idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+        let mut out = vec![false; scores.len()];
+        for &i in idx.iter().take(k) {
+            out[i] = true;
+        }
+        out
+    };
+    let mut layers: Vec<Aligned> = (0..s.layers)
+        .map(|l| {
+            let heads: Vec<usize> = (0..s.heads)
+                .filter(|&h| keep.attn[l][h].iter().any(|&k| k))
+                .collect();
+            let dims: usize = keep.attn[l].iter().flatten().filter(|&&k| k).count();
+            let units = keep.mlp[l].iter().filter(|&&k| k).count();
+            let mut a = Aligned {
+                width: if heads.is_empty() {
+                    0
+                } else {
+                    round_width(dims / heads.len(), m, s.head_dim)
+                },
+                units: if units == 0 {
+                    0
+                } else {
+                    round_width(units, m, s.mlp)
+                },
+                heads,
+            };
+            // Floors met by whole groups.
+            while a.heads.len() * a.width < floors.attn_dims.min(s.heads * s.head_dim)
+                && a.width < s.head_dim
+            {
+                a.width = step_width(a.width, m, s.head_dim, true).expect("below the cap");
+            }
+            while a.units < floors.mlp_units.min(s.mlp) {
+                a.units = step_width(a.units, m, s.mlp, true).unwrap_or(s.mlp);
+            }
+            a
+        })
+        .collect();
+    // Groups that change one layer, with the gate scores they add or remove.
+    let sorted_desc = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(|a, b| b.total_cmp(a));
+        v
+    };
+    let mlp_sorted: Vec<Vec<f64>> = s.mlp_s.iter().map(|v| sorted_desc(v)).collect();
+    let head_sorted: Vec<Vec<Vec<f64>>> = s
+        .attn
+        .iter()
+        .map(|l| l.iter().map(|h| sorted_desc(h)).collect())
+        .collect();
+    let resized = |a: &Aligned, g: Group, up: bool| -> Option<(Aligned, f64)> {
+        let mut b = a.clone();
+        let value = match g {
+            Group::Mlp(l) => {
+                b.units = if a.units == 0 {
+                    return None;
+                } else {
+                    step_width(a.units, m, s.mlp, up)?
+                };
+                if b.units < floors.mlp_units.min(s.mlp) {
+                    return None;
+                }
+                let (lo, hi) = (a.units.min(b.units), a.units.max(b.units));
+                mlp_sorted[l][lo..hi].iter().sum::<f64>()
+            }
+            Group::Attn(l) => {
+                if a.heads.is_empty() {
+                    return None;
+                }
+                b.width = step_width(a.width, m, s.head_dim, up)?;
+                if b.heads.len() * b.width < floors.attn_dims.min(s.heads * s.head_dim) {
+                    return None;
+                }
+                let (lo, hi) = (a.width.min(b.width), a.width.max(b.width));
+                a.heads
+                    .iter()
+                    .map(|&h| head_sorted[l][h][lo..hi].iter().sum::<f64>())
+                    .sum()
+            }
+        };
+        Some((b, value))
+    };
+    if let Some((limits, scope)) = limits {
+        let tokens: Vec<usize> = keep
+            .token
+            .iter()
+            .map(|t| t.iter().filter(|&&k| k).count())
+            .collect();
+        let width = |l: usize, a: &Aligned| LayerWidth {
+            attn: a.heads.len() * a.width,
+            mlp: a.units,
+            tokens: tokens[l],
+        };
+        let full_w = LayerWidth {
+            attn: cfg.hidden,
+            mlp: cfg.mlp_dim,
+            tokens: cfg.num_tokens(),
+        };
+        let lims: Vec<(CostMetric, u64, u64)> = limits
+            .iter()
+            .map(|&(metric, k)| {
+                let full = full_cost(cfg, metric, scope)?;
+                Ok((metric, full, (k * full as f64).floor() as u64))
+            })
+            .collect::<Result<_>>()?;
+        let costs = |layers: &[Aligned]| -> Vec<u64> {
+            lims.iter()
+                .map(|&(metric, full, _)| {
+                    let saved: u64 = layers
+                        .iter()
+                        .enumerate()
+                        .map(|(l, a)| {
+                            layer_cost(cfg, full_w, metric) - layer_cost(cfg, width(l, a), metric)
+                        })
+                        .sum();
+                    full - saved
+                })
+                .collect()
+        };
+        // Cost of a change as the selection ranks it: one limit in its own unit, several
+        // as the sum of their shares of the full cost.
+        let weight = |before: &[u64], after: &[u64]| -> f64 {
+            let d = |i: usize| before[i].abs_diff(after[i]) as f64;
+            match lims.as_slice() {
+                [_] => d(0),
+                _ => (0..lims.len())
+                    .map(|i| d(i) / lims[i].1.max(1) as f64)
+                    .sum(),
+            }
+        };
+        let fits = |c: &[u64]| c.iter().zip(&lims).all(|(c, l)| *c <= l.2);
+        let groups: Vec<Group> = (0..s.layers)
+            .flat_map(|l| [Group::Mlp(l), Group::Attn(l)])
+            .collect();
+        let layer_of = |g: Group| match g {
+            Group::Mlp(l) | Group::Attn(l) => l,
+        };
+        // Trim, then refill; each step takes the best group by score per unit of cost.
+        for up in [false, true] {
+            loop {
+                let now = costs(&layers);
+                if !up && fits(&now) {
+                    break;
+                }
+                let mut best: Option<(f64, usize, Aligned)> = None;
+                for &g in &groups {
+                    let l = layer_of(g);
+                    let Some((b, value)) = resized(&layers[l], g, up) else {
+                        continue;
+                    };
+                    let mut next = layers.clone();
+                    next[l] = b.clone();
+                    let after = costs(&next);
+                    if up && !fits(&after) {
+                        continue;
+                    }
+                    let w = weight(&now, &after);
+                    if w == 0.0 {
+                        continue;
+                    }
+                    let rank = if up { value / w } else { -value / w };
+                    if best.as_ref().is_none_or(|(r, _, _)| rank > *r) {
+                        best = Some((rank, l, b));
+                    }
+                }
+                match best {
+                    Some((_, l, b)) => layers[l] = b,
+                    None if up => break,
+                    None => {
+                        return Err(Error::Budget(format!(
+                            "no subnet aligned to multiples of {m} meets the budget with \
+                             floors {floors:?}; lower [select] align or the floors"
+                        )));
+                    }
+                }
+            }
+        }
+    }
+    for (l, a) in layers.iter().enumerate() {
+        for h in 0..s.heads {
+            keep.attn[l][h] = if a.heads.contains(&h) {
+                top(&s.attn[l][h], a.width)
+            } else {
+                vec![false; s.head_dim]
+            };
+        }
+        keep.mlp[l] = top(&s.mlp_s[l], a.units);
+    }
+    Ok(())
+}
+
 /// Parameters and MACs (in `scope`) of the smallest subnet the floors allow.
 fn smallest_costs(cfg: &ModelConfig, floors: Floors, scope: CostScope) -> Result<[u64; 2]> {
     let full_cost_of = |metric| full_cost(cfg, metric, scope);
@@ -975,7 +1232,7 @@ pub fn select(cfg: &ModelConfig, gates: &GateValues, config: &SelectConfig) -> R
     config.validate()?;
     let s = Scores::new(cfg, gates)?;
     let floors = config.floors;
-    let keep = match config.budget {
+    let mut keep = match config.budget {
         Budget::PerDimension { attn, mlp, token } => {
             let mut keep = Keep::new(&s, false);
             let ag = s.attn_gates();
@@ -1005,6 +1262,26 @@ pub fn select(cfg: &ModelConfig, gates: &GateValues, config: &SelectConfig) -> R
             scope,
         )?,
     };
+    if config.align > 1 {
+        let limits: Option<(Vec<(CostMetric, f64)>, CostScope)> = match config.budget {
+            Budget::PerDimension { .. } => None,
+            Budget::Model {
+                metric,
+                keep,
+                scope,
+            } => Some((vec![(metric, keep)], scope)),
+            Budget::Joint {
+                params,
+                macs,
+                scope,
+            } => Some((
+                vec![(CostMetric::Params, params), (CostMetric::Macs, macs)],
+                scope,
+            )),
+        };
+        let limits = limits.as_ref().map(|(l, s)| (l.as_slice(), *s));
+        align(cfg, &s, &mut keep, config.align, floors, limits)?;
+    }
     let arch = keep.arch(cfg);
     let sub = count(cfg, Some(&arch))?;
     let full = count(cfg, None)?;
@@ -1015,6 +1292,7 @@ pub fn select(cfg: &ModelConfig, gates: &GateValues, config: &SelectConfig) -> R
         full_macs: full.macs(),
         budget: config.budget,
         floors,
+        align: if config.align > 1 { config.align } else { 0 },
         thresholds: keep.thresholds(&s),
         arch,
     })

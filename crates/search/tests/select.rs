@@ -70,8 +70,7 @@ proptest! {
         let gates = random_gates(&cfg, &mut rng);
         let sel = SelectConfig {
             budget: Budget::PerDimension { attn: fa, mlp: fm, token: ft },
-            floors: Floors { attn_dims: 0, mlp_units: 0, tokens: 0 },
-        };
+            floors: Floors { attn_dims: 0, mlp_units: 0, tokens: 0 }, align: 0 };
         let spec = select(&cfg, &gates, &sel).expect("no floors: always reachable");
         let l = cfg.layers;
         let (na, nm, nt) = (l * cfg.hidden, l * cfg.mlp_dim, l * cfg.num_tokens());
@@ -105,8 +104,7 @@ proptest! {
         let gates = random_gates(&cfg, &mut rng);
         let sel = SelectConfig {
             budget: Budget::PerDimension { attn: fa, mlp: fm, token: ft },
-            floors: Floors::default(),
-        };
+            floors: Floors::default(), align: 0 };
         match select(&cfg, &gates, &sel) {
             Ok(spec) => {
                 let l = cfg.layers;
@@ -148,7 +146,7 @@ proptest! {
         let metric = if macs { CostMetric::Macs } else { CostMetric::Params };
         let scope = if transformer { CostScope::Transformer } else { CostScope::Model };
         let floors = if floors { Floors::default() } else { Floors { attn_dims: 0, mlp_units: 0, tokens: 0 } };
-        let sel = SelectConfig { budget: Budget::Model { metric, keep, scope }, floors };
+        let sel = SelectConfig { budget: Budget::Model { metric, keep, scope }, floors, align: 0 };
         let full = full_cost(&cfg, metric, scope).unwrap();
         let target = (keep * full as f64).floor() as u64;
         match select(&cfg, &gates, &sel) {
@@ -168,7 +166,7 @@ proptest! {
                 prop_assert!(matches!(e, Error::Budget(_)), "{e}");
                 prop_assert!(e.to_string().contains("reachable fractions are"), "{e}");
                 // Unreachable means even removing all that the floors allow stays above.
-                let all = SelectConfig { budget: Budget::Model { metric, keep: 1e-9, scope }, floors };
+                let all = SelectConfig { budget: Budget::Model { metric, keep: 1e-9, scope }, floors, align: 0 };
                 prop_assert!(select(&cfg, &gates, &all).is_err());
             }
         }
@@ -190,7 +188,7 @@ proptest! {
         let gates = random_gates(&cfg, &mut rng);
         let scope = if transformer { CostScope::Transformer } else { CostScope::Model };
         let floors = Floors::default();
-        let sel = SelectConfig { budget: Budget::Joint { params, macs, scope }, floors };
+        let sel = SelectConfig { budget: Budget::Joint { params, macs, scope }, floors, align: 0 };
         let target = |m, keep: f64| (keep * full_cost(&cfg, m, scope).unwrap() as f64).floor() as u64;
         match select(&cfg, &gates, &sel) {
             Ok(spec) => {
@@ -205,8 +203,7 @@ proptest! {
                 if macs >= 1.0 {
                     let alone = SelectConfig {
                         budget: Budget::Model { metric: CostMetric::Params, keep: params, scope },
-                        floors,
-                    };
+                        floors, align: 0 };
                     prop_assert_eq!(&select(&cfg, &gates, &alone).unwrap().arch, &spec.arch);
                 }
             }
@@ -215,8 +212,7 @@ proptest! {
                 prop_assert!(e.to_string().contains("reachable fractions are"), "{e}");
                 let all = SelectConfig {
                     budget: Budget::Joint { params: 1e-9, macs: 1e-9, scope },
-                    floors,
-                };
+                    floors, align: 0 };
                 prop_assert!(select(&cfg, &gates, &all).is_err());
             }
         }
@@ -310,6 +306,7 @@ fn tokens_are_monotone_even_when_deep_layers_prefer_other_tokens() {
             mlp_units: 0,
             tokens: 0,
         },
+        align: 0,
     };
     let spec = select(&cfg, &gates, &sel).unwrap();
     assert_eq!(spec.arch.layers[1].tokens, vec![0]);
@@ -329,6 +326,7 @@ fn unreachable_model_target_says_what_is_reachable() {
             scope: CostScope::Model,
         },
         floors: Floors::default(),
+        align: 0,
     };
     let err = select(&cfg, &gates, &sel).unwrap_err().to_string();
     // tiny's ResNet and decoder are 40% of its MACs: 30% of the whole model is out of reach.
@@ -350,6 +348,7 @@ fn unreachable_per_dimension_budget_names_the_floor() {
             token: 0.5,
         },
         floors: Floors::default(),
+        align: 0,
     };
     let err = select(&cfg, &gates, &sel).unwrap_err().to_string();
     assert!(
@@ -370,6 +369,7 @@ fn subnet_spec_round_trips_through_toml_and_checks_its_counts() {
             scope: CostScope::Transformer,
         },
         floors: Floors::default(),
+        align: 0,
     };
     let spec = select(&cfg, &gates, &sel).unwrap();
     let text = spec.to_toml_string().unwrap();
@@ -396,4 +396,161 @@ fn gate_values_of_another_config_are_rejected() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("MLP gates"), "{err}");
+}
+
+/// `w` grown by one alignment group of `m`, capped at the full width `cap`.
+fn grown(w: usize, m: usize, cap: usize) -> Option<usize> {
+    (w < cap).then(|| (w / m * m + m).min(cap))
+}
+
+/// `arch` with layer `l`'s MLP or every kept head grown by one group (`None` when full).
+fn with_group(
+    arch: &slimseg_model::SubnetArch,
+    l: usize,
+    mlp: bool,
+    m: usize,
+    cfg: &ModelConfig,
+) -> Option<slimseg_model::SubnetArch> {
+    let mut a = arch.clone();
+    let la = &mut a.layers[l];
+    let first_free = |kept: &[usize], n: usize, cap: usize| -> Vec<usize> {
+        let mut v = kept.to_vec();
+        v.extend((0..cap).filter(|i| !kept.contains(i)).take(n - kept.len()));
+        v.sort_unstable();
+        v
+    };
+    if mlp {
+        let n = grown(la.mlp_units.len(), m, cfg.mlp_dim)?;
+        la.mlp_units = first_free(&la.mlp_units, n, cfg.mlp_dim);
+    } else {
+        let w = la.head_dims.iter().map(Vec::len).max()?;
+        let n = grown(w, m, cfg.head_dim())?;
+        for h in la.head_dims.iter_mut().filter(|h| !h.is_empty()) {
+            *h = first_free(h, n, cfg.head_dim());
+        }
+    }
+    Some(a)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn aligned_subnets_are_dense_in_groups_within_budget_and_full_to_it(
+        seed in any::<u64>(),
+        keep in 0.05f64..1.0,
+        m in prop::sample::select(vec![2usize, 4, 8]),
+        joint in any::<bool>(),
+        transformer in any::<bool>(),
+    ) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let cfg = random_config(&mut rng);
+        let gates = random_gates(&cfg, &mut rng);
+        let scope = if transformer { CostScope::Transformer } else { CostScope::Model };
+        let (budget, limits) = if joint {
+            (Budget::Joint { params: keep, macs: keep, scope },
+             vec![CostMetric::Params, CostMetric::Macs])
+        } else {
+            (Budget::Model { metric: CostMetric::Macs, keep, scope }, vec![CostMetric::Macs])
+        };
+        let sel = SelectConfig { budget, floors: Floors::default(), align: m };
+        let target = |metric| (keep * full_cost(&cfg, metric, scope).unwrap() as f64).floor() as u64;
+        let within = |arch: &slimseg_model::SubnetArch| limits
+            .iter()
+            .all(|&metric| arch_cost(&cfg, arch, metric, scope).unwrap() <= target(metric));
+        match select(&cfg, &gates, &sel) {
+            Ok(spec) => {
+                spec.check(&cfg).unwrap();
+                prop_assert_eq!(spec.align, m);
+                prop_assert!(within(&spec.arch), "over budget");
+                for (l, la) in spec.arch.layers.iter().enumerate() {
+                    let widths: Vec<usize> =
+                        la.head_widths().into_iter().filter(|&w| w > 0).collect();
+                    prop_assert!(!widths.is_empty(), "layer {l}: the floor keeps a head");
+                    prop_assert!(widths.iter().all(|&w| w == widths[0]), "layer {l}: {widths:?}");
+                    prop_assert!(widths[0] % m == 0 || widths[0] == cfg.head_dim(),
+                        "layer {l}: head width {} of {}", widths[0], cfg.head_dim());
+                    let u = la.mlp_units.len();
+                    prop_assert!(u > 0 && (u % m == 0 || u == cfg.mlp_dim),
+                        "layer {l}: {u} MLP units of {}", cfg.mlp_dim);
+                    // Full to the budget: one more group anywhere would break it.
+                    for mlp in [true, false] {
+                        if let Some(bigger) = with_group(&spec.arch, l, mlp, m, &cfg) {
+                            prop_assert!(!within(&bigger),
+                                "layer {l}: one more {} group still fits",
+                                if mlp { "MLP" } else { "head" });
+                        }
+                    }
+                }
+                prop_assert!(tokens_monotone(&spec.arch));
+            }
+            Err(e) => prop_assert!(matches!(e, Error::Budget(_)), "{e}"),
+        }
+    }
+}
+
+#[test]
+fn alignment_refills_the_most_important_group_first() {
+    // Two blocks of one 8-dim head and 32 MLP units; attention and tokens far more
+    // important than any unit, so only MLP units go. Block 0 has 10 strong units, block 1
+    // 10 weaker ones, the rest are weak in both.
+    let mut cfg = ModelConfig::tiny();
+    cfg.layers = 2;
+    cfg.heads = 1;
+    cfg.hidden = 8;
+    cfg.mlp_dim = 32;
+    cfg.img_size = 32;
+    cfg.validate().unwrap();
+    let units = |strong: f32| -> Vec<f32> {
+        (0..32)
+            .map(|j| if j < 10 { strong } else { 0.01 })
+            .collect()
+    };
+    let gates = GateValues {
+        attn: vec![vec![vec![10.0; 8]]; 2],
+        mlp: vec![units(1.0), units(0.5)],
+        token: vec![vec![10.0; cfg.num_tokens()]; 2],
+    };
+    // A budget that removes 39.5 units' worth: the plain selection keeps 14 units in
+    // block 0 and 10 in block 1; aligned to 8, both round down to 8, and one group of 8
+    // fits back, worth more in block 0 (two strong units) than in block 1 (two weaker).
+    let (_, unit, _) = slimseg_search::select::gate_macs(&cfg);
+    let full = full_cost(&cfg, CostMetric::Macs, CostScope::Transformer).unwrap();
+    let keep = (full as f64 - 39.5 * unit as f64) / full as f64;
+    let budget = Budget::Model {
+        metric: CostMetric::Macs,
+        keep,
+        scope: CostScope::Transformer,
+    };
+    let plain = select(
+        &cfg,
+        &gates,
+        &SelectConfig {
+            budget,
+            floors: Floors::default(),
+            align: 0,
+        },
+    )
+    .unwrap();
+    let kept = |s: &SubnetSpec| {
+        s.arch
+            .layers
+            .iter()
+            .map(|l| l.mlp_units.len())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(kept(&plain), [14, 10]);
+    let aligned = select(
+        &cfg,
+        &gates,
+        &SelectConfig {
+            budget,
+            floors: Floors::default(),
+            align: 8,
+        },
+    )
+    .unwrap();
+    assert_eq!(kept(&aligned), [16, 8]);
+    // And within a block, the units kept are the most important ones.
+    assert!(aligned.arch.layers[1].mlp_units.iter().all(|&j| j < 10));
 }

@@ -150,10 +150,7 @@ pub fn budget_override(b: &BudgetArgs, cfg: &SelectConfig) -> Result<Option<Sele
         (None, None, Some(s)) => parse_dimension_budget(s)?,
         (None, None, None) => return Ok(None),
     };
-    Ok(Some(SelectConfig {
-        budget,
-        floors: cfg.floors,
-    }))
+    Ok(Some(SelectConfig { budget, ..*cfg }))
 }
 
 /// What `compressed/compress.json` records.
@@ -293,7 +290,7 @@ mod tests {
                 keep: 0.7,
                 scope: CostScope::Transformer,
             },
-            floors: Default::default(),
+            ..Default::default()
         };
         let b = BudgetArgs {
             target_macs: Some("60%".into()),

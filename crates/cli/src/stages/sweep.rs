@@ -227,7 +227,7 @@ fn make_budget(
     let device = run.device()?;
     let select = SelectConfig {
         budget: run.cfg.select.budget.with_keep(keep),
-        floors: run.cfg.select.floors,
+        ..run.cfg.select
     };
     let spec = slimseg_search::select(&run.cfg.model, &src.gates, &select)
         .with_context(|| format!("sweep budget {keep} ({})", select.budget))?;
