@@ -782,7 +782,7 @@ pub fn make(ctx: &mut Ctx<'_>, out: &Path) -> Result<()> {
     }
 
     let precision = match &latency {
-        Some(l) => precision_section(&mut md, l, &acc_of, &title)?,
+        Some(l) => precision_section(&mut md, l, acc_of, &title)?,
         None => json!(null),
     };
 
