@@ -29,6 +29,10 @@ fn exported_modules_give_slimseg_logits_at_any_batch_size() {
     let status = json(&run.join("compressed/stage.json"));
     assert_eq!(manifest["fingerprint"], status["id"]);
     assert_eq!(
+        manifest["inference"],
+        serde_json::json!({"precision": "fp32", "fast_paths": true})
+    );
+    assert_eq!(
         manifest["classes"],
         serde_json::json!(["BG", "RV", "MYO", "LV"])
     );
@@ -123,6 +127,50 @@ fn exported_modules_give_slimseg_logits_at_any_batch_size() {
         assert!(cfg.contains(needle), "config.pbtxt lacks {needle}:\n{cfg}");
     }
 
+    // In bf16: the module computes in bf16 between float32 input and output, close to
+    // the float32 model; fp16 is refused on the CPU.
+    let half = dir.join("bf16");
+    ok(&[
+        "export",
+        "--run",
+        r,
+        "--stage",
+        "compressed",
+        "-o",
+        half.to_str().unwrap(),
+        "--precision",
+        "bf16",
+    ]);
+    let manifest = json(&half.join("manifest.json"));
+    assert_eq!(manifest["inference"]["precision"], "bf16");
+    assert_eq!(manifest["output"]["dtype"], "float32");
+    let module = tch::CModule::load_on_device(half.join("model.pt"), Device::Cpu).unwrap();
+    {
+        let _guard = tch::no_grad_guard();
+        let x = Tensor::rand([2, 1, 96, 96], (Kind::Float, Device::Cpu));
+        let want = ours.model.forward_t(&x, false).unwrap().logits;
+        let got = module.forward_ts(&[&x]).unwrap();
+        assert_eq!(got.kind(), Kind::Float);
+        let scale = want.abs().max().double_value(&[]);
+        let diff = (&got - &want).abs().max().double_value(&[]);
+        assert!(
+            diff > 0.0 && diff < 0.05 * scale,
+            "bf16 differs by {diff} at {scale}"
+        );
+    }
+    fails(
+        &[
+            "export",
+            "--run",
+            r,
+            "-o",
+            dir.join("fp16").to_str().unwrap(),
+            "--precision",
+            "fp16",
+        ],
+        &["fp16 runs on CUDA only"],
+    );
+
     // A stage that is not up to date is not exported.
     ok(&["compress", "--run", r, "--force", "--target-macs", "0.5"]);
     fails(
@@ -166,9 +214,10 @@ fn folder_predict_then_evaluate_equals_the_stage_evaluation() {
 
     let out = dir.join("out");
     let (i, o) = (input.to_str().unwrap(), out.to_str().unwrap());
-    let t = text(&ok(&["predict", "-i", i, "-o", o, "--run", r]));
+    // Exactly as training computes: the stage's own evaluation, bit for bit (below).
+    let t = text(&ok(&["predict", "-i", i, "-o", o, "--run", r, "--exact"]));
     assert!(t.contains("3 segmented, 0 skipped"), "{t}");
-    assert!(t.contains("model loaded once"), "{t}");
+    assert!(t.contains("model loaded once (fp32, exact)"), "{t}");
     for f in [
         "patient101_frame01.nii.gz",
         "patient101_frame06.nii.gz",

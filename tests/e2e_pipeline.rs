@@ -291,6 +291,35 @@ fn pipeline_end_to_end() {
     assert!(model("finetuned")["dice_vs_baseline"]["ci95"].is_array());
     assert!(md.contains("95% bootstrap interval"), "{md}");
     assert_eq!(rep["provenance"]["stages"].as_object().unwrap().len(), 8);
+    // Precision: the baseline and the fine-tuned model in fp32 (fast paths) and bf16,
+    // each against its stage's exact evaluation; the evaluations themselves stay out of
+    // report.json's latency.
+    let precision = rep["precision"].as_array().unwrap();
+    let rows: Vec<(&str, &str)> = precision
+        .iter()
+        .map(|p| {
+            (
+                p["stage"].as_str().unwrap(),
+                p["precision"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("baseline", "fp32"),
+            ("finetuned", "fp32"),
+            ("baseline", "bf16"),
+            ("finetuned", "bf16")
+        ]
+    );
+    for p in precision {
+        let change = p["change_vs_exact_fp32"]["mean"].as_f64().unwrap();
+        assert!(change.abs() < 0.01, "{p}");
+        assert!(p["latency_ms"].as_f64().unwrap() > 0.0, "{p}");
+    }
+    assert!(rep["latency"]["accuracy"].as_array().unwrap().is_empty());
+    assert!(md.contains("### Precision"), "{md}");
     // The sweep: per budget, the learned subnet and its uniform control.
     let sweep = rep["sweep"].as_array().unwrap();
     assert_eq!(sweep.len(), 2);
@@ -435,16 +464,40 @@ fn pipeline_end_to_end() {
     ]);
     let b = json(&bench_json);
     assert_eq!(b["batches"][0], 2);
-    assert_eq!(b["models"].as_array().unwrap().len(), 6);
-    for m in b["models"].as_array().unwrap() {
-        assert!(m["stats"][0]["median_ms"].as_f64().unwrap() > 0.0, "{m}");
-    }
+    assert_eq!(b["fast_paths"], true);
+    // Every model in fp32 and bf16 ([bench] precisions), the searched one (gates) in
+    // fp32 only.
+    let timed: Vec<(String, String)> = b["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            assert!(m["stats"][0]["median_ms"].as_f64().unwrap() > 0.0, "{m}");
+            (
+                m["stage"].as_str().unwrap().to_string(),
+                m["precision"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(timed.len(), 11, "{timed:?}");
+    assert!(
+        !timed.contains(&("search".into(), "bf16".into())),
+        "{timed:?}"
+    );
+    assert!(
+        timed.contains(&("finetuned".into(), "bf16".into())),
+        "{timed:?}"
+    );
 
     // eval: a side evaluation; the stage's own evaluation stays.
     let own = std::fs::read(run.join("compressed/eval.json")).unwrap();
-    ok(&["eval", "--run", r, "--stage", "compressed"]);
+    ok(&["eval", "--run", r, "--stage", "compressed", "--exact"]);
     let side = json(&run.join("evals/test/compressed.json"));
     assert_eq!(side["run_test_set"], true);
+    assert_eq!(
+        side["inference"],
+        serde_json::json!({"precision": "fp32", "fast_paths": false})
+    );
     assert_eq!(
         side["report"]["volumes"],
         json(&run.join("compressed/eval.json"))["volumes"]
@@ -452,6 +505,27 @@ fn pipeline_end_to_end() {
     assert_eq!(
         std::fs::read(run.join("compressed/eval.json")).unwrap(),
         own
+    );
+    // In bf16 with the fast paths, under its own name: recorded as such, close.
+    ok(&[
+        "eval",
+        "--run",
+        r,
+        "--stage",
+        "compressed",
+        "--precision",
+        "bf16",
+        "--name",
+        "test-bf16",
+    ]);
+    let half = json(&run.join("evals/test-bf16/compressed.json"));
+    assert_eq!(half["inference"]["precision"], "bf16");
+    let dice = |v: &serde_json::Value| v["report"]["mean_dice"].as_f64().unwrap();
+    assert!(
+        (dice(&half) - dice(&side)).abs() < 0.01,
+        "{} vs {}",
+        dice(&half),
+        dice(&side)
     );
 
     // Unreachable budget: an error, and the finished compressed stage stays intact.

@@ -334,13 +334,14 @@ pub fn predict_cmd(args: PredictArgs) -> Result<()> {
     bar.finish_and_clear();
     println!(
         "{}: {} segmented, {} skipped (output exists; --overwrite replaces), {} failed, in \
-         {:.1} s with the {} model loaded once",
+         {:.1} s with the {} model loaded once ({})",
         args.out.display(),
         todo.len() - failed.len(),
         skipped,
         failed.len(),
         t.elapsed().as_secs_f64(),
-        args.stage.dir()
+        args.stage.dir(),
+        describe_inference(args.inference.options())
     );
     if !failed.is_empty() {
         bail!(
