@@ -4,8 +4,12 @@
 #
 # Runs doctor, a bounded paper-preset training (a three-epoch baseline, then a one-epoch
 # search) on a small synthetic cohort at batch 24, compress to 70% of the MACs, and full
-# vs compressed latency at batch 1 and 8. Writes OUT_DIR/cuda-check.json (and the logs);
-# its training throughput leaves out the first epoch (CUDA and cuDNN start-up).
+# vs compressed latency at batch 1, 8 and 24 in fp32 and bf16. When packed with
+# `--transunet`, it first times the official TransUNet training step on the same GPU
+# (train_peer.py: batch 24, AMP fp16, synthetic tensors). Writes OUT_DIR/cuda-check.json
+# (and the logs); slimseg's training throughput leaves out the first epoch (CUDA and cuDNN
+# start-up), the official one its warm-up steps.
+# SLIMSEG_CHECK_PEER_ITERS sets the official step's timed iterations (default 20).
 # SLIMSEG_CHECK_CONFIG / SLIMSEG_CHECK_DEVICE / SLIMSEG_CHECK_BATCH override the config
 # (default configs/paper.toml), the device (cuda) and the batch (24) for a dry run.
 set -euo pipefail
@@ -20,39 +24,61 @@ if torch_dir=$(python3 -c 'import os, torch; print(os.path.dirname(torch.__file_
 fi
 bin="$here/slimseg"
 run="$work/run"
-# The same overrides for every stage: a stage's folder records the configuration it was
-# made with, and later stages refuse a different one.
-common=(--config "$config" --run "$run" --device "$device" --synth-train 16 --synth-val 1
-    --synth-test 1 --set train.batch_size="$batch" --set train.epochs=3 --set search.epochs=1
-    --set train.val_every=0 --set train.progress=false)
+# `train` makes the run: its configuration (with these overrides) and the synthetic
+# cohort, which the later stages read from the run itself.
+common=(--config "$config" --run "$run" --device "$device" --set train.batch_size="$batch"
+    --set train.epochs=3 --set search.epochs=1 --set train.val_every=0
+    --set train.progress=false)
+synth=(--synth-train 16 --synth-val 1 --synth-test 1)
 
 "$bin" doctor | tee "$out/doctor.txt"
 
-# Peak GPU memory in MiB, sampled while training runs.
+# Peak GPU memory in MiB as nvidia-smi sees it (the same measure for both trainings),
+# sampled into the file $1 while a training runs.
 sampler=""
-if command -v nvidia-smi > /dev/null; then
-    (while true; do
-        nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits >> "$work/memory.txt" || true
-        sleep 0.5
-    done) &
-    sampler=$!
-fi
-"$bin" train "${common[@]}" 2>&1 | tee "$out/train.log"
-"$bin" search "${common[@]}" 2>&1 | tee "$out/search.log"
-if [ -n "$sampler" ]; then kill "$sampler"; fi
-"$bin" compress "${common[@]}" --target-macs 0.7 2>&1 | tee "$out/compress.log"
-"$bin" bench "${common[@]}" --batch 1,8 --json "$out/latency.json" 2>&1 | tee "$out/bench.log"
+start_sampler() {
+    if command -v nvidia-smi > /dev/null; then
+        (while true; do
+            nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits >> "$1" || true
+            sleep 0.5
+        done) &
+        sampler=$!
+    fi
+}
+stop_sampler() {
+    if [ -n "$sampler" ]; then kill "$sampler"; sampler=""; fi
+}
 
-python3 - "$run" "$out" "$work/memory.txt" "$batch" <<'PY'
+peer_amp=fp16
+if [ "$device" = cpu ]; then peer_amp=off; fi
+if [ -f "$here/train_peer.py" ]; then
+    start_sampler "$work/memory_peer.txt"
+    python3 "$here/train_peer.py" --transunet "$here/TransUNet" --device "$device" \
+        --batch "$batch" --iters "${SLIMSEG_CHECK_PEER_ITERS:-20}" --amp "$peer_amp" \
+        --json "$out/peer_train.json" 2>&1 | tee "$out/peer_train.log"
+    stop_sampler
+fi
+
+start_sampler "$work/memory.txt"
+"$bin" train "${common[@]}" "${synth[@]}" 2>&1 | tee "$out/train.log"
+"$bin" search --run "$run" --device "$device" 2>&1 | tee "$out/search.log"
+stop_sampler
+"$bin" compress --run "$run" --device "$device" --target-macs 0.7 2>&1 | tee "$out/compress.log"
+"$bin" bench --run "$run" --device "$device" --batch "1,8,$batch" --precision fp32,bf16 --json "$out/latency.json" \
+    2>&1 | tee "$out/bench.log"
+
+python3 - "$run" "$out" "$work/memory.txt" "$batch" "$work/memory_peer.txt" "$config" <<'PY'
 import json, os, sys
-run, out, memory, batch = sys.argv[1:]
+run, out, memory, batch, memory_peer, config = sys.argv[1:]
 def load(path):
     with open(path) as f:
         return json.load(f)
-peak = None
-if os.path.exists(memory):
-    values = [float(v) for v in open(memory).read().split() if v.strip()]
-    peak = max(values) if values else None
+def peak_of(path):
+    if not os.path.exists(path):
+        return None
+    values = [float(v) for v in open(path).read().split() if v.strip()]
+    return max(values) if values else None
+peak = peak_of(memory)
 def steady(stage):
     """Slices/s over the epochs after the first (which pays for the start-up)."""
     with open(os.path.join(run, stage, "log.csv")) as f:
@@ -65,6 +91,7 @@ def steady(stage):
     slices = sum(float(r["slices_per_s"]) * float(r["seconds"]) for r in rows)
     return slices / seconds if seconds > 0 else None
 result = {
+    "config": os.path.basename(config),
     "doctor": open(os.path.join(out, "doctor.txt")).read().splitlines(),
     "batch_size": int(batch),
     "baseline_slices_per_s_after_first_epoch": steady("baseline"),
@@ -73,6 +100,15 @@ result = {
     "peak_gpu_memory_mib": peak,
     "latency": load(os.path.join(out, "latency.json")),
 }
+peer = os.path.join(out, "peer_train.json")
+if os.path.exists(peer):
+    p = load(peer)
+    ours = result["baseline_slices_per_s_after_first_epoch"]
+    result["official_training_step"] = p
+    result["official_peak_gpu_memory_mib"] = peak_of(memory_peer)
+    # The official step is always the paper model: a ratio only against the paper preset.
+    same = os.path.basename(config) == "paper.toml"
+    result["slimseg_over_official_slices_per_s"] = ours / p["slices_per_s"] if ours and same else None
 with open(os.path.join(out, "cuda-check.json"), "w") as f:
     json.dump(result, f, indent=2)
 print("wrote", os.path.join(out, "cuda-check.json"))

@@ -33,9 +33,10 @@ tasks:
         Setup, release build, then the whole pipeline (`slimseg reproduce`) with a
         report: configs/tiny.toml on the synthetic cohort by default; --data (or a
         downloaded data/acdc) for real ACDC; CUDA when present.
-  cuda-check
+  cuda-check [--transunet PATH]
         Build the release binary and pack what a CUDA machine with torch 2.11 needs into
-        .cuda-check/ (binary, configs, run.sh); there, `bash .cuda-check/run.sh OUT`
+        .cuda-check/ (binary, configs, run.sh; with --transunet PATH also the official
+        model code and scripts/train_peer.py); there, `bash .cuda-check/run.sh OUT`
         runs doctor, a bounded paper-preset training, compress and latency, as JSON.";
 
 fn main() {
