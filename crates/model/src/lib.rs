@@ -10,6 +10,7 @@
 //! - [`count`]: analytic parameter and MAC counts per layer and total.
 //! - [`weights`]: strict safetensors save/load, official checkpoint and ViT `.npz` import.
 //! - [`infer`]: slice-by-slice volume prediction (TransUNet test protocol).
+//! - [`profile`]: per-block latency tables for latency budgets.
 
 pub mod arch;
 pub mod config;
@@ -20,6 +21,7 @@ pub mod gates;
 pub mod infer;
 mod layers;
 pub mod pixel;
+pub mod profile;
 pub mod pth;
 mod resnet;
 pub mod runtime;

@@ -294,7 +294,7 @@ pub(crate) struct Block {
 }
 
 impl Block {
-    fn new(p: &nn::Path, cfg: &ModelConfig, arch: Option<&LayerArch>) -> Self {
+    pub(crate) fn new(p: &nn::Path, cfg: &ModelConfig, arch: Option<&LayerArch>) -> Self {
         let (widths, units, kept_tokens) = match arch {
             None => (vec![cfg.head_dim(); cfg.heads], cfg.mlp_dim, None),
             Some(a) => {
@@ -314,7 +314,7 @@ impl Block {
         }
     }
 
-    fn prepare(&mut self, kind: Kind, fast: bool) {
+    pub(crate) fn prepare(&mut self, kind: Kind, fast: bool) {
         self.attn.prepare(kind, fast);
         self.ffn.prepare(fast);
     }
@@ -345,7 +345,7 @@ impl Block {
 
     /// # Shapes
     /// `[B, N, hidden] -> [B, N, hidden]` (N: full token grid)
-    fn forward_t(&self, xs: &Tensor, gates: &LayerGates, train: bool) -> Tensor {
+    pub(crate) fn forward_t(&self, xs: &Tensor, gates: &LayerGates, train: bool) -> Tensor {
         match &self.kept_tokens {
             None => self.forward_tokens(xs, gates, train),
             Some(idx) if idx.numel() == 0 => xs.shallow_clone(),

@@ -29,4 +29,6 @@ pub use config::{RunConfig, SearchConfig, TrainConfig};
 pub use engine::{StageDir, TrainData, TrainMetrics, TrainOptions, train};
 pub use error::{Error, Result};
 pub use eval::{EvalOptions, EvalReport, evaluate};
-pub use select::{Budget, CostMetric, CostScope, Floors, SelectConfig, SubnetSpec, select};
+pub use select::{
+    Budget, CostMetric, CostScope, Floors, SelectConfig, SubnetSpec, select, select_with,
+};

@@ -5,13 +5,15 @@
 //!   layers are pooled and exactly `round(keep * count)` of them are kept, the largest
 //!   first (ties: lower layer, then lower index). ViT-Slim thresholds at a quantile and
 //!   keeps ties, which can overshoot; ranking keeps the count exact.
-//! - [`Budget::Model`]: a whole-model target on parameters or MACs. All gates of all
+//! - [`Budget::Model`]: a whole-model target on parameters, MACs or latency. All gates of all
 //!   dimensions are ranked once by importance = magnitude / cost it controls at full width
 //!   and removed in that order until the model's cost is at most the target. Marginal
 //!   costs only shrink as gates go, so the result never exceeds the target and undershoots
 //!   it by less than one gate's full-width cost. Token gates control no parameters, so a
 //!   parameter target never removes tokens. The target can cover the whole network or
-//!   only the transformer blocks ([`CostScope`]).
+//!   only the transformer blocks ([`CostScope`]). A latency target reads each layer's
+//!   cost from a measured [`LatencyTable`] (`slimseg profile`; see
+//!   `slimseg_model::profile`), in nanoseconds, so a gate's cost is the time it saves.
 //!
 //! Tokens are ranked by their effective magnitude `max over l' >= l of |g[l'][t]|`, which
 //! makes every keep-set monotone with depth (kept in layer `l+1` implies kept in `l`),
@@ -26,6 +28,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use slimseg_model::count::{block_count, count};
+use slimseg_model::profile::LatencyTable;
 use slimseg_model::{GateValues, LayerArch, ModelConfig, SubnetArch};
 
 use crate::error::{Error, Result};
@@ -38,6 +41,19 @@ pub enum CostMetric {
     Params,
     /// Multiply-accumulates per image (FLOPs = 2 x MACs).
     Macs,
+    /// Forward latency as a measured latency table predicts it.
+    Latency,
+}
+
+impl CostMetric {
+    /// The cost in words (`parameters`, `MACs`, `latency`).
+    pub fn name(self) -> &'static str {
+        match self {
+            CostMetric::Params => "parameters",
+            CostMetric::Macs => "MACs",
+            CostMetric::Latency => "latency",
+        }
+    }
 }
 
 /// What part of the model a whole-model budget measures.
@@ -56,7 +72,8 @@ pub enum CostScope {
 /// In TOML: `{ kind = "per-dimension", attn = .., mlp = .., token = .. }`, or a
 /// whole-model budget `{ kind = "model", metric = "macs", keep = 0.7 }`, or both limits
 /// at once `{ kind = "model", params = 0.7, macs = 0.7 }` (either alone is the same as
-/// `metric` + `keep`); `scope` (`model` or `transformer`) is optional.
+/// `metric` + `keep`), or `{ kind = "model", latency = 0.7 }` (a latency table needed);
+/// `scope` (`model` or `transformer`) is optional.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "RawBudget", into = "RawBudget")]
 pub enum Budget {
@@ -91,6 +108,15 @@ pub enum Budget {
 }
 
 impl Budget {
+    /// The costs it limits (none for a per-dimension budget).
+    pub fn metrics(&self) -> Vec<CostMetric> {
+        match self {
+            Budget::PerDimension { .. } => Vec::new(),
+            Budget::Model { metric, .. } => vec![*metric],
+            Budget::Joint { .. } => vec![CostMetric::Params, CostMetric::Macs],
+        }
+    }
+
     /// The same kind of budget keeping `keep` instead: every fraction it names (both
     /// limits of a joint budget, each dimension of a per-dimension one) set to `keep`.
     pub fn with_keep(&self, keep: f64) -> Budget {
@@ -139,10 +165,7 @@ impl std::fmt::Display for Budget {
                 f,
                 "at most {} of the {} of {}",
                 pct(*keep),
-                match metric {
-                    CostMetric::Params => "parameters",
-                    CostMetric::Macs => "MACs",
-                },
+                metric.name(),
                 of(scope)
             ),
             Budget::Joint {
@@ -159,6 +182,9 @@ impl std::fmt::Display for Budget {
         }
     }
 }
+
+const MODEL_BUDGET_FORMS: &str = "a model budget is `metric` with `keep`, or `params` \
+     and/or `macs` fractions, or a `latency` fraction alone (not several forms)";
 
 /// The TOML form of [`Budget`].
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -178,6 +204,8 @@ enum RawBudget {
         params: Option<f64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         macs: Option<f64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        latency: Option<f64>,
         #[serde(default)]
         scope: CostScope,
     },
@@ -192,10 +220,23 @@ impl TryFrom<RawBudget> for Budget {
                 Budget::PerDimension { attn, mlp, token }
             }
             RawBudget::Model {
+                latency: Some(keep),
+                metric: None,
+                keep: None,
+                params: None,
+                macs: None,
+                scope,
+            } => Budget::Model {
+                metric: CostMetric::Latency,
+                keep,
+                scope,
+            },
+            RawBudget::Model {
                 metric,
                 keep,
                 params,
                 macs,
+                latency: None,
                 scope,
             } => match (metric, keep, params, macs) {
                 (Some(metric), Some(keep), None, None) => Budget::Model {
@@ -218,14 +259,9 @@ impl TryFrom<RawBudget> for Budget {
                     keep,
                     scope,
                 },
-                _ => {
-                    return Err(
-                        "a model budget is `metric` with `keep`, or `params` and/or \
-                                `macs` fractions (not both forms)"
-                            .into(),
-                    );
-                }
+                _ => return Err(MODEL_BUDGET_FORMS.into()),
             },
+            RawBudget::Model { .. } => return Err(MODEL_BUDGET_FORMS.into()),
         })
     }
 }
@@ -245,6 +281,7 @@ impl From<Budget> for RawBudget {
                 keep: Some(keep),
                 params: None,
                 macs: None,
+                latency: None,
                 scope,
             },
             Budget::Joint {
@@ -256,6 +293,7 @@ impl From<Budget> for RawBudget {
                 keep: None,
                 params: Some(params),
                 macs: Some(macs),
+                latency: None,
                 scope,
             },
         }
@@ -728,39 +766,135 @@ struct LayerWidth {
     tokens: usize,
 }
 
-fn layer_cost(cfg: &ModelConfig, w: LayerWidth, metric: CostMetric) -> u64 {
-    let b = block_count(cfg.hidden, &[w.attn], w.mlp, w.tokens);
-    match metric {
-        CostMetric::Params => b.params,
-        CostMetric::Macs => b.macs(),
+/// What costs are measured against: the model, and the latency table of a latency
+/// budget.
+#[derive(Clone, Copy)]
+struct CostModel<'a> {
+    cfg: &'a ModelConfig,
+    table: Option<&'a LatencyTable>,
+}
+
+/// Nanoseconds, the unit latency costs are counted in.
+fn ns(ms: f64) -> u64 {
+    (ms * 1e6).round() as u64
+}
+
+impl CostModel<'_> {
+    fn full_width(&self) -> LayerWidth {
+        LayerWidth {
+            attn: self.cfg.hidden,
+            mlp: self.cfg.mlp_dim,
+            tokens: self.cfg.num_tokens(),
+        }
+    }
+
+    fn table(&self) -> Result<&LatencyTable> {
+        self.table.ok_or_else(|| {
+            Error::Budget(
+                "a latency budget needs a latency table of the model on its device (run \
+                 `slimseg profile`)"
+                    .into(),
+            )
+        })
+    }
+
+    /// The cost of one layer of widths `w`. Latency needs the table ([`select_with`]
+    /// checks that it is there before any cost is asked).
+    fn layer(&self, w: LayerWidth, metric: CostMetric) -> u64 {
+        let cfg = self.cfg;
+        let b = || block_count(cfg.hidden, &[w.attn], w.mlp, w.tokens);
+        match metric {
+            CostMetric::Params => b().params,
+            CostMetric::Macs => b().macs(),
+            CostMetric::Latency => ns(self
+                .table
+                .expect("checked by select_with")
+                .block(w.attn, w.mlp, w.tokens)),
+        }
+    }
+
+    /// Cost of removing one gate from a layer of width `w` (what it controls there).
+    fn marginal(&self, w: LayerWidth, g: Gate, metric: CostMetric) -> u64 {
+        let mut less = w;
+        match g {
+            Gate::Attn { .. } => less.attn -= 1,
+            Gate::Mlp { .. } => less.mlp -= 1,
+            Gate::Token { .. } => less.tokens -= 1,
+        }
+        self.layer(w, metric) - self.layer(less, metric)
+    }
+
+    /// The full cost a model budget refers to.
+    fn full(&self, metric: CostMetric, scope: CostScope) -> Result<u64> {
+        if metric == CostMetric::Latency {
+            let t = self.table()?;
+            let blocks = self.cfg.layers as u64 * self.layer(self.full_width(), metric);
+            return Ok(match scope {
+                CostScope::Model => ns(t.fixed_ms) + blocks,
+                CostScope::Transformer => blocks,
+            });
+        }
+        let c = count(self.cfg, None)?;
+        let (params, macs) = match scope {
+            CostScope::Model => (c.params(), c.macs()),
+            CostScope::Transformer => c.sum_prefix("transformer.encoder.layer."),
+        };
+        Ok(if metric == CostMetric::Params {
+            params
+        } else {
+            macs
+        })
+    }
+
+    /// The cost of a subnet architecture in the sense of a model budget.
+    fn arch(&self, arch: &SubnetArch, metric: CostMetric, scope: CostScope) -> Result<u64> {
+        if metric == CostMetric::Latency {
+            let t = self.table()?;
+            let blocks: u64 = arch
+                .layers
+                .iter()
+                .map(|l| {
+                    let w = LayerWidth {
+                        attn: l.attn_width(),
+                        mlp: l.mlp_units.len(),
+                        tokens: l.tokens.len(),
+                    };
+                    self.layer(w, metric)
+                })
+                .sum();
+            return Ok(match scope {
+                CostScope::Model => ns(t.fixed_ms) + blocks,
+                CostScope::Transformer => blocks,
+            });
+        }
+        let c = count(self.cfg, Some(arch))?;
+        let (params, macs) = match scope {
+            CostScope::Model => (c.params(), c.macs()),
+            CostScope::Transformer => c.sum_prefix("transformer.encoder.layer."),
+        };
+        Ok(if metric == CostMetric::Params {
+            params
+        } else {
+            macs
+        })
     }
 }
 
-/// Cost of removing one gate from a layer of width `w` (what it controls there).
-fn marginal_cost(cfg: &ModelConfig, w: LayerWidth, g: Gate, metric: CostMetric) -> u64 {
-    let mut less = w;
-    match g {
-        Gate::Attn { .. } => less.attn -= 1,
-        Gate::Mlp { .. } => less.mlp -= 1,
-        Gate::Token { .. } => less.tokens -= 1,
-    }
-    layer_cost(cfg, w, metric) - layer_cost(cfg, less, metric)
-}
-
-/// The largest cost one gate controls in the full model (the tolerance of model budgets).
+/// The largest cost one gate controls in the full model (the tolerance of model
+/// budgets), for parameters and MACs (0 for latency, which needs a table).
 pub fn max_gate_cost(cfg: &ModelConfig, metric: CostMetric) -> u64 {
-    let full = LayerWidth {
-        attn: cfg.hidden,
-        mlp: cfg.mlp_dim,
-        tokens: cfg.num_tokens(),
-    };
+    if metric == CostMetric::Latency {
+        return 0;
+    }
+    let c = CostModel { cfg, table: None };
+    let full = c.full_width();
     [
         Gate::Attn { l: 0, h: 0, d: 0 },
         Gate::Mlp { l: 0, j: 0 },
         Gate::Token { l: 0, t: 0 },
     ]
     .into_iter()
-    .map(|g| marginal_cost(cfg, full, g, metric))
+    .map(|g| c.marginal(full, g, metric))
     .max()
     .unwrap_or(0)
 }
@@ -768,12 +902,9 @@ pub fn max_gate_cost(cfg: &ModelConfig, metric: CostMetric) -> u64 {
 /// The MACs each gate of a dimension controls in the full model: `(attention dim, MLP
 /// unit, token)`; the weights of cost-aware sparsity.
 pub fn gate_macs(cfg: &ModelConfig) -> (u64, u64, u64) {
-    let full = LayerWidth {
-        attn: cfg.hidden,
-        mlp: cfg.mlp_dim,
-        tokens: cfg.num_tokens(),
-    };
-    let m = |g| marginal_cost(cfg, full, g, CostMetric::Macs);
+    let c = CostModel { cfg, table: None };
+    let full = c.full_width();
+    let m = |g| c.marginal(full, g, CostMetric::Macs);
     (
         m(Gate::Attn { l: 0, h: 0, d: 0 }),
         m(Gate::Mlp { l: 0, j: 0 }),
@@ -781,48 +912,58 @@ pub fn gate_macs(cfg: &ModelConfig) -> (u64, u64, u64) {
     )
 }
 
-/// The full cost a model budget of `metric` and `scope` refers to.
+/// The full cost a model budget of `metric` and `scope` refers to (parameters or MACs;
+/// latency needs [`full_cost_with`]).
 pub fn full_cost(cfg: &ModelConfig, metric: CostMetric, scope: CostScope) -> Result<u64> {
-    let c = count(cfg, None)?;
-    let (params, macs) = match scope {
-        CostScope::Model => (c.params(), c.macs()),
-        CostScope::Transformer => c.sum_prefix("transformer.encoder.layer."),
-    };
-    Ok(match metric {
-        CostMetric::Params => params,
-        CostMetric::Macs => macs,
-    })
+    full_cost_with(cfg, metric, scope, None)
 }
 
-/// The cost of a subnet architecture in the sense of a model budget.
+/// As [`full_cost`], latency (ns) predicted by `table`.
+pub fn full_cost_with(
+    cfg: &ModelConfig,
+    metric: CostMetric,
+    scope: CostScope,
+    table: Option<&LatencyTable>,
+) -> Result<u64> {
+    CostModel { cfg, table }.full(metric, scope)
+}
+
+/// The cost of a subnet architecture in the sense of a model budget (parameters or
+/// MACs; latency needs [`arch_cost_with`]).
 pub fn arch_cost(
     cfg: &ModelConfig,
     arch: &SubnetArch,
     metric: CostMetric,
     scope: CostScope,
 ) -> Result<u64> {
-    let c = count(cfg, Some(arch))?;
-    let (params, macs) = match scope {
-        CostScope::Model => (c.params(), c.macs()),
-        CostScope::Transformer => c.sum_prefix("transformer.encoder.layer."),
-    };
-    Ok(match metric {
-        CostMetric::Params => params,
-        CostMetric::Macs => macs,
-    })
+    arch_cost_with(cfg, arch, metric, scope, None)
+}
+
+/// As [`arch_cost`], latency (ns) predicted by `table`.
+pub fn arch_cost_with(
+    cfg: &ModelConfig,
+    arch: &SubnetArch,
+    metric: CostMetric,
+    scope: CostScope,
+    table: Option<&LatencyTable>,
+) -> Result<u64> {
+    CostModel { cfg, table }.arch(arch, metric, scope)
 }
 
 fn select_model(
-    cfg: &ModelConfig,
+    c: CostModel<'_>,
     s: &Scores,
     floors: Floors,
     limits: &[(CostMetric, f64)],
     scope: CostScope,
 ) -> Result<Keep> {
-    let full_w = LayerWidth {
-        attn: cfg.hidden,
-        mlp: cfg.mlp_dim,
-        tokens: cfg.num_tokens(),
+    let full_w = c.full_width();
+    // The ranking's cost of a gate: what it controls at full width. A latency table may
+    // be flat there (a level where removing one unit saves no measurable time); such a
+    // gate still ranks as costing the least, rather than never going.
+    let rank_cost = |g: Gate, metric: CostMetric| match metric {
+        CostMetric::Latency => c.marginal(full_w, g, metric).max(1),
+        _ => c.marginal(full_w, g, metric),
     };
     struct Limit {
         metric: CostMetric,
@@ -834,7 +975,7 @@ fn select_model(
     let mut lim: Vec<Limit> = limits
         .iter()
         .map(|&(metric, keep)| {
-            let full = full_cost(cfg, metric, scope)?;
+            let full = c.full(metric, scope)?;
             Ok(Limit {
                 metric,
                 keep,
@@ -857,14 +998,14 @@ fn select_model(
         .chain(s.token_gates())
         .filter_map(|g| {
             // One limit: its cost itself (the ranking of a single-metric budget).
-            let c: f64 = match lim.as_slice() {
-                [l] => marginal_cost(cfg, full_w, g, l.metric) as f64,
+            let cost: f64 = match lim.as_slice() {
+                [l] => rank_cost(g, l.metric) as f64,
                 _ => lim
                     .iter()
-                    .map(|l| marginal_cost(cfg, full_w, g, l.metric) as f64 / l.full.max(1) as f64)
+                    .map(|l| rank_cost(g, l.metric) as f64 / l.full.max(1) as f64)
                     .sum(),
             };
-            (c > 0.0).then(|| (s.score(g) / c, g))
+            (cost > 0.0).then(|| (s.score(g) / cost, g))
         })
         .collect();
     // Ties: deeper layers first, so a token leaves layer l+1 before layer l.
@@ -882,7 +1023,7 @@ fn select_model(
         // A gate that lowers none of the costs still above their limit stays.
         if lim
             .iter()
-            .all(|l| l.cost <= l.target || marginal_cost(cfg, full_w, g, l.metric) == 0)
+            .all(|l| l.cost <= l.target || rank_cost(g, l.metric) == 0)
         {
             continue;
         }
@@ -902,17 +1043,17 @@ fn select_model(
             Gate::Token { .. } => widths[l].tokens -= 1,
         }
         for x in &mut lim {
-            x.cost =
-                x.cost - layer_cost(cfg, before, x.metric) + layer_cost(cfg, widths[l], x.metric);
+            x.cost = x.cost - c.layer(before, x.metric) + c.layer(widths[l], x.metric);
         }
         keep.set(g, false);
     }
     if lim.iter().any(|l| l.cost > l.target) {
-        let name = |m: CostMetric| match (m, scope) {
-            (CostMetric::Params, CostScope::Model) => "model parameters",
-            (CostMetric::Macs, CostScope::Model) => "model MACs",
-            (CostMetric::Params, CostScope::Transformer) => "transformer parameters",
-            (CostMetric::Macs, CostScope::Transformer) => "transformer MACs",
+        let name = |m: CostMetric| {
+            let part = match scope {
+                CostScope::Model => "model",
+                CostScope::Transformer => "transformer",
+            };
+            format!("{part} {}", m.name())
         };
         let asked: Vec<String> = lim
             .iter()
@@ -927,14 +1068,13 @@ fn select_model(
             })
             .collect();
         // What the smallest subnet under the floors keeps, limit by limit.
-        let smallest = smallest_costs(cfg, floors, scope)?;
         let reach: Vec<String> = lim
             .iter()
             .map(|l| {
-                let f = smallest[usize::from(l.metric == CostMetric::Macs)] as f64 / l.full as f64;
-                format!("{} {f:.4}..=1", name(l.metric))
+                let f = smallest_cost(c, floors, scope, l.metric)? as f64 / l.full as f64;
+                Ok(format!("{} {f:.4}..=1", name(l.metric)))
             })
-            .collect();
+            .collect::<Result<_>>()?;
         return Err(Error::Budget(format!(
             "keeping {} is not reachable: with floors {floors:?} the ranking stops at {}; \
              reachable fractions are {}",
@@ -999,7 +1139,7 @@ fn step_width(w: usize, m: usize, cap: usize, up: bool) -> Option<usize> {
 /// groups, least important per unit of cost first, while it exceeds a limit, and refilled
 /// by whole groups, most important per unit of cost first, while they fit.
 fn align(
-    cfg: &ModelConfig,
+    c: CostModel<'_>,
     s: &Scores,
     keep: &mut Keep,
     m: usize,
@@ -1102,15 +1242,11 @@ fn align(
             mlp: a.units,
             tokens: tokens[l],
         };
-        let full_w = LayerWidth {
-            attn: cfg.hidden,
-            mlp: cfg.mlp_dim,
-            tokens: cfg.num_tokens(),
-        };
+        let full_w = c.full_width();
         let lims: Vec<(CostMetric, u64, u64)> = limits
             .iter()
             .map(|&(metric, k)| {
-                let full = full_cost(cfg, metric, scope)?;
+                let full = c.full(metric, scope)?;
                 Ok((metric, full, (k * full as f64).floor() as u64))
             })
             .collect::<Result<_>>()?;
@@ -1120,9 +1256,7 @@ fn align(
                     let saved: u64 = layers
                         .iter()
                         .enumerate()
-                        .map(|(l, a)| {
-                            layer_cost(cfg, full_w, metric) - layer_cost(cfg, width(l, a), metric)
-                        })
+                        .map(|(l, a)| c.layer(full_w, metric) - c.layer(width(l, a), metric))
                         .sum();
                     full - saved
                 })
@@ -1200,36 +1334,44 @@ fn align(
     Ok(())
 }
 
-/// Parameters and MACs (in `scope`) of the smallest subnet the floors allow.
-fn smallest_costs(cfg: &ModelConfig, floors: Floors, scope: CostScope) -> Result<[u64; 2]> {
-    let full_cost_of = |metric| full_cost(cfg, metric, scope);
-    let full_w = LayerWidth {
-        attn: cfg.hidden,
-        mlp: cfg.mlp_dim,
-        tokens: cfg.num_tokens(),
-    };
+/// The cost of `metric` (in `scope`) of the smallest subnet the floors allow.
+fn smallest_cost(
+    c: CostModel<'_>,
+    floors: Floors,
+    scope: CostScope,
+    metric: CostMetric,
+) -> Result<u64> {
+    let cfg = c.cfg;
     let min_w = LayerWidth {
         attn: floors.attn_dims.min(cfg.hidden),
         mlp: floors.mlp_units.min(cfg.mlp_dim),
         tokens: floors.tokens.clamp(1, cfg.num_tokens()),
     };
-    let mut out = [0u64; 2];
-    for (i, metric) in [CostMetric::Params, CostMetric::Macs]
-        .into_iter()
-        .enumerate()
-    {
-        let full = full_cost_of(metric)?;
-        let per_block = layer_cost(cfg, full_w, metric) - layer_cost(cfg, min_w, metric);
-        out[i] = full - per_block * cfg.layers as u64;
-    }
-    Ok(out)
+    let per_block = c.layer(c.full_width(), metric) - c.layer(min_w, metric);
+    Ok(c.full(metric, scope)? - per_block * cfg.layers as u64)
 }
 
 /// Selects the subnet that `config` asks for from the soft gate values of a searched
-/// model with configuration `cfg`.
+/// model with configuration `cfg` (a latency budget needs [`select_with`]).
 pub fn select(cfg: &ModelConfig, gates: &GateValues, config: &SelectConfig) -> Result<SubnetSpec> {
+    select_with(cfg, gates, config, None)
+}
+
+/// As [`select`], with the latency table a latency budget ranks and counts by.
+pub fn select_with(
+    cfg: &ModelConfig,
+    gates: &GateValues,
+    config: &SelectConfig,
+    table: Option<&LatencyTable>,
+) -> Result<SubnetSpec> {
     cfg.validate()?;
     config.validate()?;
+    let c = CostModel { cfg, table };
+    if config.budget.metrics().contains(&CostMetric::Latency) {
+        c.table()?
+            .check(cfg)
+            .map_err(|e| Error::Budget(format!("latency budget: {e}")))?;
+    }
     let s = Scores::new(cfg, gates)?;
     let floors = config.floors;
     let mut keep = match config.budget {
@@ -1249,13 +1391,13 @@ pub fn select(cfg: &ModelConfig, gates: &GateValues, config: &SelectConfig) -> R
             metric,
             keep,
             scope,
-        } => select_model(cfg, &s, floors, &[(metric, keep)], scope)?,
+        } => select_model(c, &s, floors, &[(metric, keep)], scope)?,
         Budget::Joint {
             params,
             macs,
             scope,
         } => select_model(
-            cfg,
+            c,
             &s,
             floors,
             &[(CostMetric::Params, params), (CostMetric::Macs, macs)],
@@ -1280,7 +1422,7 @@ pub fn select(cfg: &ModelConfig, gates: &GateValues, config: &SelectConfig) -> R
             )),
         };
         let limits = limits.as_ref().map(|(l, s)| (l.as_slice(), *s));
-        align(cfg, &s, &mut keep, config.align, floors, limits)?;
+        align(c, &s, &mut keep, config.align, floors, limits)?;
     }
     let arch = keep.arch(cfg);
     let sub = count(cfg, Some(&arch))?;

@@ -554,3 +554,110 @@ fn alignment_refills_the_most_important_group_first() {
     // And within a block, the units kept are the most important ones.
     assert!(aligned.arch.layers[1].mlp_units.iter().all(|&j| j < 10));
 }
+
+/// A latency table of `cfg` whose block time grows with each width by its own rate, with
+/// a fixed part; tokens cost the most per unit, then attention dims, then MLP units.
+fn latency_table(cfg: &ModelConfig) -> slimseg_model::profile::LatencyTable {
+    let grid = |full: usize| -> Vec<usize> {
+        let mut v: Vec<usize> = (0..5).map(|i| (full * i + 2) / 4).collect();
+        v.dedup();
+        v
+    };
+    let (a, u, t) = (
+        grid(cfg.head_dim())
+            .iter()
+            .map(|w| w * cfg.heads)
+            .collect::<Vec<_>>(),
+        grid(cfg.mlp_dim),
+        grid(cfg.num_tokens()),
+    );
+    let mut block_ms = Vec::new();
+    for &x in &a {
+        for &y in &u {
+            for &z in &t {
+                // Products through the tokens, like a block's GEMMs: no tokens, no time.
+                block_ms.push(1e-3 * z as f64 * (2.0 * x as f64 + y as f64 + 1.0));
+            }
+        }
+    }
+    slimseg_model::profile::LatencyTable {
+        model: cfg.clone(),
+        device: "test".into(),
+        batch: 1,
+        precision: slimseg_model::Precision::Fp32,
+        fast_paths: true,
+        attn_dims: a,
+        mlp_units: u,
+        tokens: t,
+        block_ms,
+        fixed_ms: 0.5,
+        full_ms: 0.0,
+    }
+}
+
+#[test]
+fn latency_budgets_select_by_the_table_and_need_one() {
+    let cfg = ModelConfig::tiny();
+    let mut rng = StdRng::seed_from_u64(7);
+    let gates = random_gates(&cfg, &mut rng);
+    let table = latency_table(&cfg);
+    let budget: Budget = toml::from_str::<toml::Table>("b = { kind = \"model\", latency = 0.7 }")
+        .unwrap()["b"]
+        .clone()
+        .try_into()
+        .unwrap();
+    assert_eq!(
+        budget,
+        Budget::Model {
+            metric: CostMetric::Latency,
+            keep: 0.7,
+            scope: CostScope::Model
+        }
+    );
+    assert_eq!(
+        budget.to_string(),
+        "at most 70% of the latency of the whole model"
+    );
+    for align in [0, 8] {
+        let sel = SelectConfig {
+            budget,
+            floors: Floors::default(),
+            align,
+        };
+        let spec = slimseg_search::select_with(&cfg, &gates, &sel, Some(&table)).unwrap();
+        let full = table.predict(None);
+        let ms = table.predict(Some(&spec.arch));
+        assert!(ms <= 0.7 * full + 1e-9, "align {align}: {ms} of {full} ms");
+        assert!(
+            ms >= 0.6 * full,
+            "align {align}: {ms} of {full} ms, far under the budget"
+        );
+        // The cost functions agree with the table's own prediction (in ns).
+        let ns = slimseg_search::select::arch_cost_with(
+            &cfg,
+            &spec.arch,
+            CostMetric::Latency,
+            CostScope::Model,
+            Some(&table),
+        )
+        .unwrap();
+        assert!(
+            (ns as f64 / 1e6 - ms).abs() < 1e-3 * cfg.layers as f64,
+            "{ns} ns vs {ms} ms"
+        );
+    }
+    let sel = SelectConfig {
+        budget,
+        floors: Floors::default(),
+        align: 0,
+    };
+    let err = select(&cfg, &gates, &sel).unwrap_err().to_string();
+    assert!(err.contains("slimseg profile"), "{err}");
+    let mut other = cfg.clone();
+    other.layers -= 1;
+    let err =
+        slimseg_search::select_with(&other, &random_gates(&other, &mut rng), &sel, Some(&table))
+            .unwrap_err()
+            .to_string();
+    assert!(err.contains("another model configuration"), "{err}");
+}
