@@ -125,7 +125,7 @@ const fn optional(stage: &'static str) -> Upstream {
 }
 
 /// The stages in pipeline order.
-pub static GRAPH: [StageDef; 9] = [
+pub static GRAPH: [StageDef; 10] = [
     StageDef {
         name: "baseline",
         command: "train",
@@ -173,13 +173,29 @@ pub static GRAPH: [StageDef; 9] = [
         own_records: &[],
     },
     StageDef {
+        name: "profile",
+        command: "profile",
+        about: "the per-block latency table a latency budget selects by",
+        reads: &["model", "bench", "device", "threads"],
+        data: false,
+        files: &[],
+        upstream: &[],
+        produces: &["latency_table.json"],
+        make: stages::profile::make,
+        off: stages::profile::off,
+        own_records: &[],
+    },
+    StageDef {
         name: "compressed",
         command: "compress",
         about: "the subnet of the budget, sliced from the searched weights",
         reads: &["model", "data", "select"],
         data: true,
         files: &[],
-        upstream: &[up("search", &["weights.safetensors", "gates_end.json"])],
+        upstream: &[
+            up("search", &["weights.safetensors", "gates_end.json"]),
+            up("profile", &["latency_table.json"]),
+        ],
         produces: &[
             "model.toml",
             "weights.safetensors",
@@ -295,6 +311,7 @@ pub static GRAPH: [StageDef; 9] = [
         upstream: &[
             up("baseline", &["best.safetensors"]),
             up("search", &["weights.safetensors", "gates_end.json"]),
+            up("profile", &["latency_table.json"]),
         ],
         produces: &["sweep.json", "latency.json"],
         make: stages::sweep::make,
@@ -312,6 +329,7 @@ pub static GRAPH: [StageDef; 9] = [
             optional("transunet"),
             optional("baseline"),
             optional("search"),
+            optional("profile"),
             optional("compressed"),
             optional("finetuned"),
             optional("uniform"),

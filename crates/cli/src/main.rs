@@ -55,6 +55,9 @@ enum Command {
     Import(stages::baseline::ImportArgs),
     /// Search: soft gates trained from the baseline weights (RUN/search).
     Search(stages::search::SearchArgs),
+    /// Profile: per-block latency over a grid of widths, for a latency budget
+    /// (RUN/profile).
+    Profile(stages::profile::ProfileArgs),
     /// Choose the subnet of the budget from the search's gates and slice the searched
     /// weights into a physically smaller model (RUN/compressed).
     Compress(stages::compress::CompressArgs),
@@ -112,6 +115,7 @@ fn main() -> anyhow::Result<()> {
         Command::Train(a) => stages::baseline::cmd(a),
         Command::Import(a) => stages::baseline::import_cmd(a),
         Command::Search(a) => stages::search::cmd(a),
+        Command::Profile(a) => stages::profile::cmd(a),
         Command::Compress(a) => stages::compress::cmd(a),
         Command::Finetune(a) => stages::finetune::cmd(a),
         Command::Uniform(a) => stages::uniform::cmd(a),

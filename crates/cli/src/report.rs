@@ -18,6 +18,7 @@ use slimseg_data::{AcdcDataset, Phase};
 use slimseg_model::GateValues;
 use slimseg_model::count::count;
 use slimseg_model::infer::predict_volume_with;
+use slimseg_model::profile::LatencyTable;
 use slimseg_search::EvalReport;
 use slimseg_search::bootstrap::{MeanCi, mean_ci};
 use slimseg_search::data::{EvalVolume, eval_volumes};
@@ -30,6 +31,7 @@ use crate::graph::{Ctx, GRAPH, Provenance, StageRecord, states};
 use crate::figures::{self, Curve, Figure, GatePanel, OverlayRow, ParetoPoint};
 use crate::run::{Run, RunArgs, read_json};
 use crate::stages::bench::{BenchReport, LATENCY_FILE, side_measurements};
+use crate::stages::profile::TABLE_FILE as PROFILE_TABLE;
 use crate::stages::sweep::{SWEEP_FILE, SweepModel, SweepRecord};
 use crate::stages::{
     EVAL_FILE, ModelInfo, ModelStage, load_stage_model, model_info, read_eval, stage_arch,
@@ -785,6 +787,13 @@ pub fn make(ctx: &mut Ctx<'_>, out: &Path) -> Result<()> {
         Some(l) => precision_section(&mut md, l, acc_of, &title)?,
         None => json!(null),
     };
+    let prediction = match (&latency, record("profile")) {
+        (Some(l), Some(_)) => {
+            let t: LatencyTable = read_json(&run.stage("profile").join(PROFILE_TABLE))?;
+            prediction_section(run, &mut md, l, &t, &title)?
+        }
+        _ => json!(null),
+    };
 
     let sweep = match record("sweep") {
         Some(_) => sweep_section(
@@ -938,6 +947,7 @@ pub fn make(ctx: &mut Ctx<'_>, out: &Path) -> Result<()> {
         "comparisons": comparisons,
         "sweep": sweep,
         "precision": precision,
+        "latency_prediction": prediction,
         "summary": summary,
         "subnet": spec,
         // The evaluations are summarised under `precision`.
@@ -1029,6 +1039,46 @@ fn precision_section<'a>(
             "latency_ms": ms,
             "speedup_vs_fp32": speedup,
         }));
+    }
+    md.push('\n');
+    Ok(json!(out))
+}
+
+/// The latency the profile's table predicts for each model beside the bench stage's
+/// measurement of it (same device, batch and precision). Returns `report.json`'s
+/// `latency_prediction` array.
+fn prediction_section(
+    run: &Run,
+    md: &mut String,
+    l: &BenchReport,
+    t: &LatencyTable,
+    title: &dyn Fn(ModelStage) -> &'static str,
+) -> Result<serde_json::Value> {
+    let _ = writeln!(
+        md,
+        "### Latency predicted by the profile\n\nThe latency budget selects by a table of \
+         block latencies measured over a grid of widths on {} (batch {}, {}; `slimseg \
+         profile`). Each model's latency as the table predicts it, beside the bench \
+         stage's measurement at the same batch and precision:\n\n| model | predicted (ms) \
+         | measured (ms) | predicted / measured |\n|---|---:|---:|---:|",
+        t.device, t.batch, t.precision
+    );
+    let mut out = Vec::new();
+    for stage in ModelStage::in_run(&run.cfg) {
+        if stage == ModelStage::Search || stage == ModelStage::Transunet {
+            continue; // the gates' cost, or another model than the table's
+        }
+        let Some(measured) = l.get_at(stage, t.precision, t.batch).map(|s| s.median_ms) else {
+            continue;
+        };
+        let predicted = t.predict(stage_arch(run, stage)?.as_ref());
+        let _ = writeln!(
+            md,
+            "| {} | {predicted:.2} | {measured:.2} | {:.2} |",
+            title(stage),
+            predicted / measured
+        );
+        out.push(json!({"stage": stage, "predicted_ms": predicted, "measured_ms": measured}));
     }
     md.push('\n');
     Ok(json!(out))

@@ -5,8 +5,8 @@
 //!
 //! [`profile`] times, prepared for inference as `slimseg predict` runs it, one block at
 //! every point of a grid (kept attention dims as `heads x w` with equal head widths, MLP
-//! units, tokens; five levels each, 0 to full) and the whole model once; everything that
-//! is not a block (ResNet, embeddings, decoder, heads) is the whole model's time less its
+//! units, tokens; five levels each, 0 to full) and the whole model before and after the
+//! grid; everything that is not a block (ResNet, embeddings, decoder, heads) is the whole model's time less its
 //! blocks'. Timings are made monotone (keeping more never costs less time), so that the
 //! cost of removing a gate is never negative, and read between grid points by trilinear
 //! interpolation. A block's time depends on its total kept attention dims here, not on
@@ -137,13 +137,14 @@ impl LatencyTable {
         }
         let n = self.attn_dims.len() * self.mlp_units.len() * self.tokens.len();
         let sorted = |g: &[usize]| !g.is_empty() && g.windows(2).all(|w| w[0] < w[1]);
-        if self.block_ms.len() != n
-            || !sorted(&self.attn_dims)
-            || !sorted(&self.mlp_units)
-            || !sorted(&self.tokens)
-            || !self.block_ms.iter().all(|v| v.is_finite() && *v >= 0.0)
-            || !(self.fixed_ms.is_finite() && self.fixed_ms >= 0.0)
-        {
+        let well_formed = self.block_ms.len() == n
+            && sorted(&self.attn_dims)
+            && sorted(&self.mlp_units)
+            && sorted(&self.tokens)
+            && self.block_ms.iter().all(|v| v.is_finite() && *v >= 0.0)
+            && self.fixed_ms.is_finite()
+            && self.fixed_ms >= 0.0;
+        if !well_formed {
             return Err(Error::Input("the latency table is malformed".into()));
         }
         Ok(())
@@ -230,6 +231,22 @@ pub fn profile(
         (Kind::Float, device),
     )
     .to_kind(kind);
+    // The whole model, timed before and after the grid (the mean of both medians), so
+    // that a drift of the machine during the grid touches both parts alike.
+    let mut vs = nn::VarStore::new(device);
+    let mut full = TransUnet::new(&vs.root(), cfg)?;
+    full.prepare_inference(&mut vs, opts)?;
+    let s = cfg.img_size as i64;
+    let image = Tensor::randn([batch as i64, 1, s, s], (Kind::Float, device));
+    let mut err = None;
+    let mut time_full = || {
+        median_ms(warmup, repeats, device, || {
+            if let Err(e) = full.forward_t(&image, false) {
+                err = Some(e);
+            }
+        })
+    };
+    let before = time_full();
     let gates = LayerGates::default();
     let mut block_ms = Vec::with_capacity(widths.len() * mlp_units.len() * tokens.len());
     for &w in &widths {
@@ -254,17 +271,7 @@ pub fn profile(
             }
         }
     }
-    let mut vs = nn::VarStore::new(device);
-    let mut full = TransUnet::new(&vs.root(), cfg)?;
-    full.prepare_inference(&mut vs, opts)?;
-    let s = cfg.img_size as i64;
-    let image = Tensor::randn([batch as i64, 1, s, s], (Kind::Float, device));
-    let mut err = None;
-    let full_ms = median_ms(warmup, repeats, device, || {
-        if let Err(e) = full.forward_t(&image, false) {
-            err = Some(e);
-        }
-    });
+    let full_ms = (before + time_full()) / 2.0;
     if let Some(e) = err {
         return Err(e);
     }

@@ -1374,36 +1374,43 @@ pub fn select_with(
     }
     let s = Scores::new(cfg, gates)?;
     let floors = config.floors;
-    let mut keep = match config.budget {
-        Budget::PerDimension { attn, mlp, token } => {
-            let mut keep = Keep::new(&s, false);
-            let ag = s.attn_gates();
-            let reserved = reserve_per_layer(&s, &ag, floors.attn_dims);
-            keep_top(&s, &mut keep, ag, reserved, attn, "attention")?;
-            let mg = s.mlp_gates();
-            let reserved = reserve_per_layer(&s, &mg, floors.mlp_units);
-            keep_top(&s, &mut keep, mg, reserved, mlp, "MLP")?;
-            let reserved = reserve_tokens(&s, floors.tokens.min(s.tokens));
-            keep_top(&s, &mut keep, s.token_gates(), reserved, token, "token")?;
-            keep
-        }
-        Budget::Model {
-            metric,
-            keep,
-            scope,
-        } => select_model(c, &s, floors, &[(metric, keep)], scope)?,
-        Budget::Joint {
-            params,
-            macs,
-            scope,
-        } => select_model(
-            c,
-            &s,
-            floors,
-            &[(CostMetric::Params, params), (CostMetric::Macs, macs)],
-            scope,
-        )?,
+    // The ranked selection at `tighten` times the budget's fractions.
+    let ranked = |tighten: f64| -> Result<Keep> {
+        Ok(match config.budget {
+            Budget::PerDimension { attn, mlp, token } => {
+                let mut keep = Keep::new(&s, false);
+                let ag = s.attn_gates();
+                let reserved = reserve_per_layer(&s, &ag, floors.attn_dims);
+                keep_top(&s, &mut keep, ag, reserved, attn, "attention")?;
+                let mg = s.mlp_gates();
+                let reserved = reserve_per_layer(&s, &mg, floors.mlp_units);
+                keep_top(&s, &mut keep, mg, reserved, mlp, "MLP")?;
+                let reserved = reserve_tokens(&s, floors.tokens.min(s.tokens));
+                keep_top(&s, &mut keep, s.token_gates(), reserved, token, "token")?;
+                keep
+            }
+            Budget::Model {
+                metric,
+                keep,
+                scope,
+            } => select_model(c, &s, floors, &[(metric, keep * tighten)], scope)?,
+            Budget::Joint {
+                params,
+                macs,
+                scope,
+            } => select_model(
+                c,
+                &s,
+                floors,
+                &[
+                    (CostMetric::Params, params * tighten),
+                    (CostMetric::Macs, macs * tighten),
+                ],
+                scope,
+            )?,
+        })
     };
+    let mut keep = ranked(1.0)?;
     if config.align > 1 {
         let limits: Option<(Vec<(CostMetric, f64)>, CostScope)> = match config.budget {
             Budget::PerDimension { .. } => None,
@@ -1422,7 +1429,26 @@ pub fn select_with(
             )),
         };
         let limits = limits.as_ref().map(|(l, s)| (l.as_slice(), *s));
-        align(c, &s, &mut keep, config.align, floors, limits)?;
+        // Aligning rounds widths down, but the smallest group (`align` units) can exceed
+        // what the ranking kept, and tokens are not regrouped. When the aligned subnet
+        // cannot be trimmed into the budget, the ranked selection starts from a budget
+        // tightened step by step (the refill then grows it back to the real budget).
+        let mut tighten = 1.0;
+        loop {
+            let mut aligned = std::mem::replace(&mut keep, Keep::new(&s, false));
+            match align(c, &s, &mut aligned, config.align, floors, limits) {
+                Ok(()) => {
+                    keep = aligned;
+                    break;
+                }
+                Err(e) if tighten <= 0.5 => return Err(e),
+                // A tightened budget below the floors: the alignment's own reason.
+                Err(e) => {
+                    tighten -= 0.02;
+                    keep = ranked(tighten).map_err(|_| e)?;
+                }
+            }
+        }
     }
     let arch = keep.arch(cfg);
     let sub = count(cfg, Some(&arch))?;

@@ -36,6 +36,9 @@ pub fn cmd(a: CompressArgs) -> Result<()> {
     if let Some(sel) = budget_override(&a.budget, &run.cfg.select)? {
         run.cfg.select = sel;
     }
+    if super::profile::off(&run.cfg).is_none() {
+        make_one(&run, "profile", false, None)?;
+    }
     make_one(&run, "compressed", a.stage.force, None)
 }
 
@@ -49,6 +52,11 @@ pub struct BudgetArgs {
     /// `--target-macs` too, both limits hold (a joint budget).
     #[arg(long, value_name = "KEEP")]
     pub target_params: Option<String>,
+    /// Keep at most this share of the latency, as the run's latency table predicts it
+    /// (the profile stage measures it first when it is missing or stale). Alone: not
+    /// with the other budget flags.
+    #[arg(long, value_name = "KEEP")]
+    pub target_latency: Option<String>,
     /// Per-dimension budgets (ViT-Slim): kept fractions, e.g. `attn=0.6,mlp=0.5,patch=0.8`.
     #[arg(long, value_name = "attn=..,mlp=..,patch=..")]
     pub budget: Option<String>,
@@ -112,8 +120,16 @@ pub fn parse_dimension_budget(s: &str) -> Result<Budget> {
 
 /// The selection the command line asks for, if any.
 pub fn budget_override(b: &BudgetArgs, cfg: &SelectConfig) -> Result<Option<SelectConfig>> {
-    if b.budget.is_some() && (b.target_macs.is_some() || b.target_params.is_some()) {
-        bail!("give --budget, or --target-macs and/or --target-params, not both kinds");
+    let kinds = [
+        b.budget.is_some(),
+        b.target_macs.is_some() || b.target_params.is_some(),
+        b.target_latency.is_some(),
+    ];
+    if kinds.iter().filter(|&&k| k).count() > 1 {
+        bail!(
+            "give one kind of budget: --budget, --target-macs and/or --target-params, or \
+             --target-latency"
+        );
     }
     let scope = match (b.scope, cfg.budget) {
         (Some(ScopeArg::Model), _) => CostScope::Model,
@@ -131,6 +147,15 @@ pub fn budget_override(b: &BudgetArgs, cfg: &SelectConfig) -> Result<Option<Sele
         .as_deref()
         .map(|s| parse_share(s).context("--target-params"))
         .transpose()?;
+    if let Some(s) = &b.target_latency {
+        let keep = parse_share(s).context("--target-latency")?;
+        let budget = Budget::Model {
+            metric: CostMetric::Latency,
+            keep,
+            scope,
+        };
+        return Ok(Some(SelectConfig { budget, ..*cfg }));
+    }
     let budget = match (params, macs, &b.budget) {
         (Some(params), Some(macs), _) => Budget::Joint {
             params,
@@ -175,7 +200,8 @@ pub fn make(ctx: &mut Ctx<'_>, dir: &Path) -> Result<()> {
     let gates_path = search.join("gates_end.json");
     let gates = read_gate_values(&gates_path)
         .with_context(|| format!("cannot read the gates {}", gates_path.display()))?;
-    let spec = slimseg_search::select(&run.cfg.model, &gates, &run.cfg.select)
+    let table = super::profile::table(run)?;
+    let spec = slimseg_search::select_with(&run.cfg.model, &gates, &run.cfg.select, table.as_ref())
         .with_context(|| format!("selecting from {}", gates_path.display()))?;
     eprintln!(
         "[compress] slicing {} into {}",

@@ -1,5 +1,5 @@
-//! The pipeline stages, one file each (`baseline`, `search`, `compress`, `finetune`,
-//! `uniform`, `bench`, `sweep`), and what they share: the models of a run's stages, their evaluation on the
+//! The pipeline stages, one file each (`baseline`, `search`, `profile`, `compress`,
+//! `finetune`, `uniform`, `bench`, `sweep`), and what they share: the models of a run's stages, their evaluation on the
 //! test set and their sizes. Each stage's `make` builds it into a folder; the graph
 //! ([`crate::graph`]) decides when, and records it.
 
@@ -7,6 +7,7 @@ pub mod baseline;
 pub mod bench;
 pub mod compress;
 pub mod finetune;
+pub mod profile;
 pub mod search;
 pub mod sweep;
 pub mod uniform;

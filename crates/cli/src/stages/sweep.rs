@@ -229,7 +229,8 @@ fn make_budget(
         budget: run.cfg.select.budget.with_keep(keep),
         ..run.cfg.select
     };
-    let spec = slimseg_search::select(&run.cfg.model, &src.gates, &select)
+    let table = super::profile::table(run)?;
+    let spec = slimseg_search::select_with(&run.cfg.model, &src.gates, &select, table.as_ref())
         .with_context(|| format!("sweep budget {keep} ({})", select.budget))?;
     let learned = dir.join("learned");
     if !learned.join(EVAL_FILE).is_file() {
