@@ -675,6 +675,42 @@ fn pipeline_end_to_end() {
         &["sweep.keep", "1.5"],
     );
 
+    // A latency budget: compress measures the latency table first (the profile stage),
+    // selects by it, and the report sets each model's predicted latency beside the bench
+    // stage's measurement.
+    let t = text(&ok(&["compress", "--run", r, "--target-latency", "0.9"]));
+    assert!(t.contains("[profile] block latency"), "{t}");
+    let table = json(&run.join("profile/latency_table.json"));
+    assert_eq!(table["block_ms"].as_array().unwrap().len(), 125);
+    let budget = &json(&run.join("compressed/compress.json"))["budget"];
+    assert_eq!(budget["metric"], "latency", "{budget}");
+    assert_eq!(budget["keep"], 0.9, "{budget}");
+    let mut lat = tiny_reproduce_args(r);
+    lat.extend([
+        "--set".to_string(),
+        "select.budget={kind=\"model\", latency=0.9}".to_string(),
+    ]);
+    let t = text(&ok(&common::strs(&lat)));
+    assert!(t.contains("compressed   skipped (up to date)"), "{t}");
+    let rep = json(&run.join("report/report.json"));
+    let pred = rep["latency_prediction"].as_array().unwrap();
+    let predicted = |stage: &str| {
+        pred.iter().find(|p| p["stage"] == stage).unwrap()["predicted_ms"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(
+        predicted("compressed") <= 0.9 * predicted("baseline") + 1e-9,
+        "{pred:?}"
+    );
+    assert!(
+        pred.iter()
+            .all(|p| p["measured_ms"].as_f64().unwrap() > 0.0),
+        "{pred:?}"
+    );
+    let md = std::fs::read_to_string(&report_md).unwrap();
+    assert!(md.contains("### Latency predicted by the profile"), "{md}");
+
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
