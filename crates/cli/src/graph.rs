@@ -1100,13 +1100,25 @@ mod tests {
         assert!(
             GRAPH
                 .iter()
-                .filter(|d| !["transunet", "uniform", "sweep"].contains(&d.name))
+                .filter(|d| !["transunet", "uniform", "sweep", "profile"].contains(&d.name))
                 .all(|d| d.off_because(&cfg).is_none())
         );
         // The sweep is on exactly when it has budgets.
         assert!(off(&cfg, "sweep").unwrap().contains("sweep.keep is empty"));
         cfg.sweep.keep = vec![0.8];
         assert!(off(&cfg, "sweep").is_none());
+        // The profile exactly with a latency budget.
+        assert!(
+            off(&cfg, "profile")
+                .unwrap()
+                .contains("does not limit latency")
+        );
+        cfg.select.budget = slimseg_search::Budget::Model {
+            metric: slimseg_search::CostMetric::Latency,
+            keep: 0.7,
+            scope: slimseg_search::CostScope::Model,
+        };
+        assert!(off(&cfg, "profile").is_none());
     }
 
     #[test]

@@ -677,12 +677,22 @@ pub fn make(ctx: &mut Ctx<'_>, out: &Path) -> Result<()> {
         let _ = writeln!(md, "## Kept widths per transformer block\n");
         let _ = writeln!(
             md,
-            "Budget: {}; floors per block: {} attention dim(s), {} MLP unit(s), {} token(s). \
-             Thresholds (smallest kept gate): attention {}, MLP {}, token {}.\n",
+            "Budget: {}; floors per block: {} attention dim(s), {} MLP unit(s), {} token(s); \
+             {}. Thresholds (smallest kept gate): attention {}, MLP {}, token {}.\n",
             spec.budget,
             spec.floors.attn_dims,
             spec.floors.mlp_units,
             spec.floors.tokens,
+            if spec.align > 1 {
+                format!(
+                    "aligned to multiples of {} (in each block every kept head keeps the same \
+                     number of dims, and the MLP a multiple of {} units: dense GEMMs, no \
+                     padded heads)",
+                    spec.align, spec.align
+                )
+            } else {
+                "not aligned (heads keep the dims their gates chose)".into()
+            },
             f(spec.thresholds.attn, 1.0, 4),
             f(spec.thresholds.mlp, 1.0, 4),
             f(spec.thresholds.token, 1.0, 4)
