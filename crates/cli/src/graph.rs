@@ -176,7 +176,7 @@ pub static GRAPH: [StageDef; 10] = [
         name: "profile",
         command: "profile",
         about: "the per-block latency table a latency budget selects by",
-        reads: &["model", "bench", "device", "threads"],
+        reads: &["model", "profile", "device", "threads"],
         data: false,
         files: &[],
         upstream: &[],

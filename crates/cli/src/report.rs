@@ -1064,6 +1064,18 @@ fn prediction_section(
     t: &LatencyTable,
     title: &dyn Fn(ModelStage) -> &'static str,
 ) -> Result<serde_json::Value> {
+    if t.device != l.device || t.fast_paths != l.fast_paths {
+        let _ = writeln!(
+            md,
+            "### Latency predicted by the profile\n\nThe latency table was measured on {} \
+             ({}), the bench stage timed on {} ({}): no comparison.\n",
+            t.device,
+            if t.fast_paths { "fast paths" } else { "exact" },
+            l.device,
+            if l.fast_paths { "fast paths" } else { "exact" }
+        );
+        return Ok(json!([]));
+    }
     let _ = writeln!(
         md,
         "### Latency predicted by the profile\n\nThe latency budget selects by a table of \

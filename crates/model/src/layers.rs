@@ -82,7 +82,8 @@ impl Linear {
         }
         // `[rows, in]` memory is an NHWC image `[1, 1, rows, in]`: the permute below is
         // a channels-last `[1, in, 1, rows]` view, and so is the convolution's output.
-        let image = xs.reshape([1, 1, rows, inp]).permute([0, 3, 1, 2]);
+        // The leading sizes stay symbolic (-1), so that a traced module takes any batch.
+        let image = xs.reshape([1, 1, -1, inp]).permute([0, 3, 1, 2]);
         let y = image.conv2d(
             &self.weight.view([out, inp, 1, 1]),
             Some(&self.bias),
@@ -92,6 +93,7 @@ impl Linear {
             1,
         );
         *shape.last_mut().expect("non-scalar input") = out;
+        shape[0] = -1;
         y.permute([0, 2, 3, 1]).reshape(shape.as_slice())
     }
 }

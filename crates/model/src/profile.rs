@@ -55,7 +55,8 @@ pub struct LatencyTable {
     pub block_ms: Vec<f64>,
     /// Median ms of everything but the blocks.
     pub fixed_ms: f64,
-    /// Median ms of the whole full model, measured.
+    /// Ms of the whole full model, measured: the mean of its medians before and after
+    /// the grid.
     pub full_ms: f64,
 }
 
@@ -136,16 +137,27 @@ impl LatencyTable {
             ));
         }
         let n = self.attn_dims.len() * self.mlp_units.len() * self.tokens.len();
-        let sorted = |g: &[usize]| !g.is_empty() && g.windows(2).all(|w| w[0] < w[1]);
+        // Each grid from 0 to the full width, strictly ascending.
+        let grid = |g: &[usize], full: usize| {
+            g.first() == Some(&0) && g.last() == Some(&full) && g.windows(2).all(|w| w[0] < w[1])
+        };
         let well_formed = self.block_ms.len() == n
-            && sorted(&self.attn_dims)
-            && sorted(&self.mlp_units)
-            && sorted(&self.tokens)
+            && grid(&self.attn_dims, cfg.hidden)
+            && grid(&self.mlp_units, cfg.mlp_dim)
+            && grid(&self.tokens, cfg.num_tokens())
             && self.block_ms.iter().all(|v| v.is_finite() && *v >= 0.0)
             && self.fixed_ms.is_finite()
             && self.fixed_ms >= 0.0;
         if !well_formed {
             return Err(Error::Input("the latency table is malformed".into()));
+        }
+        // Keeping more must never cost less time (the selection's costs rely on it).
+        let mut repaired = self.clone();
+        repaired.make_monotone();
+        if repaired.block_ms != self.block_ms {
+            return Err(Error::Input(
+                "the latency table is not monotone (a wider block takes less time)".into(),
+            ));
         }
         Ok(())
     }
@@ -238,15 +250,16 @@ pub fn profile(
     full.prepare_inference(&mut vs, opts)?;
     let s = cfg.img_size as i64;
     let image = Tensor::randn([batch as i64, 1, s, s], (Kind::Float, device));
-    let mut err = None;
-    let mut time_full = || {
-        median_ms(warmup, repeats, device, || {
+    let time_full = || -> Result<f64> {
+        let mut err = None;
+        let ms = median_ms(warmup, repeats, device, || {
             if let Err(e) = full.forward_t(&image, false) {
                 err = Some(e);
             }
-        })
+        });
+        err.map_or(Ok(ms), Err)
     };
-    let before = time_full();
+    let before = time_full()?;
     let gates = LayerGates::default();
     let mut block_ms = Vec::with_capacity(widths.len() * mlp_units.len() * tokens.len());
     for &w in &widths {
@@ -271,10 +284,7 @@ pub fn profile(
             }
         }
     }
-    let full_ms = (before + time_full()) / 2.0;
-    if let Some(e) = err {
-        return Err(e);
-    }
+    let full_ms = (before + time_full()?) / 2.0;
     let mut table = LatencyTable {
         model: cfg.clone(),
         device: device_name.to_string(),

@@ -197,6 +197,13 @@ impl TransUnet {
                 "precision fp16 runs on CUDA only; use bf16 on the CPU".into(),
             ));
         }
+        // Checked before anything changes, so that a refusal leaves the model as it was.
+        let head = self.segmentation_head.weight().data_ptr();
+        if !vs.variables().values().any(|v| v.data_ptr() == head) {
+            return Err(Error::Input(
+                "the variable store does not hold this model's weights".into(),
+            ));
+        }
         self.transformer.prepare(kind, opts.fast);
         match opts.precision {
             Precision::Fp32 => {}

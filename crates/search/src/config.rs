@@ -459,12 +459,58 @@ pub struct RunConfig {
     /// The latency benchmark of a run's models.
     #[serde(default)]
     pub bench: BenchConfig,
+    /// The latency table of a latency budget.
+    #[serde(default)]
+    pub profile: ProfileConfig,
     /// The control models trained beside the searched one.
     #[serde(default)]
     pub controls: ControlsConfig,
     /// The budget sweep: more subnets from the one search.
     #[serde(default)]
     pub sweep: SweepConfig,
+}
+
+/// The `[profile]` table: how the `profile` stage measures the latency table a latency
+/// budget selects by (`slimseg_model::profile`). Its own table, so that changing how the
+/// bench stage times never changes which subnet a latency budget selects.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProfileConfig {
+    /// Images per forward pass. Default 1.
+    pub batch: usize,
+    /// Precision the model is profiled in. Default fp32.
+    pub precision: slimseg_model::Precision,
+    /// With the inference fast paths, as `predict` runs the model. Default true.
+    pub fast: bool,
+    /// Untimed passes before each timing. Default 3.
+    pub warmup: usize,
+    /// Timed passes per grid point (median). Default 10.
+    pub repeats: usize,
+}
+
+impl Default for ProfileConfig {
+    fn default() -> Self {
+        ProfileConfig {
+            batch: 1,
+            precision: slimseg_model::Precision::Fp32,
+            fast: true,
+            warmup: 3,
+            repeats: 10,
+        }
+    }
+}
+
+impl ProfileConfig {
+    /// Checks every value.
+    pub fn validate(&self) -> Result<()> {
+        if self.batch == 0 {
+            return Err(Error::config("profile.batch", "must be at least 1"));
+        }
+        if self.repeats == 0 {
+            return Err(Error::config("profile.repeats", "must be at least 1"));
+        }
+        Ok(())
+    }
 }
 
 /// The `[sweep]` table: from the one search, one subnet per budget, each sliced and
@@ -531,9 +577,10 @@ pub struct BenchConfig {
     pub warmup: usize,
     /// Timed passes (median, min and max reported). Default 10.
     pub repeats: usize,
-    /// Precisions each model is timed in; at each one other than fp32 the baseline and
-    /// the fine-tuned model are also evaluated on the test set, for the Dice change.
-    /// Default `["fp32"]`.
+    /// Precisions each model is timed in, fp32 among them (the report's reference); in
+    /// each, the baseline and the fine-tuned model are also evaluated on the test set as
+    /// they run there (with the fast paths if `fast`), for the Dice change against their
+    /// stages' exact fp32 evaluation. Default `["fp32"]`.
     pub precisions: Vec<slimseg_model::Precision>,
     /// Time models with the inference fast paths (fused q/k/v, SDPA, oneDNN linears on
     /// CPU), as `predict` runs them. Default true.
@@ -564,8 +611,11 @@ impl BenchConfig {
         if self.repeats == 0 {
             return Err(Error::config("bench.repeats", "must be at least 1"));
         }
-        if self.precisions.is_empty() {
-            return Err(Error::config("bench.precisions", "must name at least one"));
+        if !self.precisions.contains(&slimseg_model::Precision::Fp32) {
+            return Err(Error::config(
+                "bench.precisions",
+                "must include fp32 (the reference of the report's latencies)",
+            ));
         }
         for (i, p) in self.precisions.iter().enumerate() {
             if self.precisions[..i].contains(p) {
@@ -590,6 +640,7 @@ impl RunConfig {
             select: SelectConfig::default(),
             finetune: FinetuneConfig::default(),
             bench: BenchConfig::default(),
+            profile: ProfileConfig::default(),
             controls: ControlsConfig::default(),
             sweep: SweepConfig::default(),
         }
@@ -629,6 +680,7 @@ impl RunConfig {
         self.select.validate()?;
         self.finetune.validate()?;
         self.bench.validate()?;
+        self.profile.validate()?;
         self.sweep.validate()
     }
 

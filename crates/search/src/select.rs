@@ -826,48 +826,39 @@ impl CostModel<'_> {
 
     /// The full cost a model budget refers to.
     fn full(&self, metric: CostMetric, scope: CostScope) -> Result<u64> {
-        if metric == CostMetric::Latency {
-            let t = self.table()?;
-            let blocks = self.cfg.layers as u64 * self.layer(self.full_width(), metric);
-            return Ok(match scope {
-                CostScope::Model => ns(t.fixed_ms) + blocks,
-                CostScope::Transformer => blocks,
-            });
-        }
-        let c = count(self.cfg, None)?;
-        let (params, macs) = match scope {
-            CostScope::Model => (c.params(), c.macs()),
-            CostScope::Transformer => c.sum_prefix("transformer.encoder.layer."),
-        };
-        Ok(if metric == CostMetric::Params {
-            params
-        } else {
-            macs
-        })
+        self.cost(None, metric, scope)
     }
 
     /// The cost of a subnet architecture in the sense of a model budget.
     fn arch(&self, arch: &SubnetArch, metric: CostMetric, scope: CostScope) -> Result<u64> {
+        self.cost(Some(arch), metric, scope)
+    }
+
+    /// The cost of the model with `arch` (`None`: full widths) in `scope`.
+    fn cost(&self, arch: Option<&SubnetArch>, metric: CostMetric, scope: CostScope) -> Result<u64> {
         if metric == CostMetric::Latency {
-            let t = self.table()?;
-            let blocks: u64 = arch
-                .layers
-                .iter()
-                .map(|l| {
-                    let w = LayerWidth {
-                        attn: l.attn_width(),
-                        mlp: l.mlp_units.len(),
-                        tokens: l.tokens.len(),
-                    };
-                    self.layer(w, metric)
-                })
-                .sum();
+            let fixed = ns(self.table()?.fixed_ms);
+            let blocks: u64 = match arch {
+                None => self.cfg.layers as u64 * self.layer(self.full_width(), metric),
+                Some(a) => a
+                    .layers
+                    .iter()
+                    .map(|l| {
+                        let w = LayerWidth {
+                            attn: l.attn_width(),
+                            mlp: l.mlp_units.len(),
+                            tokens: l.tokens.len(),
+                        };
+                        self.layer(w, metric)
+                    })
+                    .sum(),
+            };
             return Ok(match scope {
-                CostScope::Model => ns(t.fixed_ms) + blocks,
+                CostScope::Model => fixed + blocks,
                 CostScope::Transformer => blocks,
             });
         }
-        let c = count(self.cfg, Some(arch))?;
+        let c = count(self.cfg, arch)?;
         let (params, macs) = match scope {
             CostScope::Model => (c.params(), c.macs()),
             CostScope::Transformer => c.sum_prefix("transformer.encoder.layer."),
@@ -1300,10 +1291,14 @@ fn align(
                         continue;
                     }
                     let w = weight(&now, &after);
-                    if w == 0.0 {
-                        continue;
-                    }
-                    let rank = if up { value / w } else { -value / w };
+                    // A group that costs nothing: always worth adding back (a flat stretch
+                    // of a latency table), never worth trimming.
+                    let rank = match (w == 0.0, up) {
+                        (true, true) => f64::INFINITY,
+                        (true, false) => continue,
+                        (false, true) => value / w,
+                        (false, false) => -value / w,
+                    };
                     if best.as_ref().is_none_or(|(r, _, _)| rank > *r) {
                         best = Some((rank, l, b));
                     }
@@ -1430,23 +1425,21 @@ pub fn select_with(
         };
         let limits = limits.as_ref().map(|(l, s)| (l.as_slice(), *s));
         // Aligning rounds widths down, but the smallest group (`align` units) can exceed
-        // what the ranking kept, and tokens are not regrouped. When the aligned subnet
-        // cannot be trimmed into the budget, the ranked selection starts from a budget
-        // tightened step by step (the refill then grows it back to the real budget).
-        let mut tighten = 1.0;
-        loop {
+        // what the ranking kept, and the trim neither removes heads nor tokens. When the
+        // aligned subnet cannot be trimmed into the budget, the ranked selection starts
+        // from a budget tightened in steps of 2% (down to half); the refill then grows
+        // heads and MLPs back toward the real budget, the tightened tokens stay.
+        for step in 0.. {
+            let tighten = 1.0 - 0.02 * step as f64;
             let mut aligned = std::mem::replace(&mut keep, Keep::new(&s, false));
             match align(c, &s, &mut aligned, config.align, floors, limits) {
                 Ok(()) => {
                     keep = aligned;
                     break;
                 }
-                Err(e) if tighten <= 0.5 => return Err(e),
+                Err(e) if step >= 25 => return Err(e),
                 // A tightened budget below the floors: the alignment's own reason.
-                Err(e) => {
-                    tighten -= 0.02;
-                    keep = ranked(tighten).map_err(|_| e)?;
-                }
+                Err(e) => keep = ranked(tighten - 0.02).map_err(|_| e)?,
             }
         }
     }

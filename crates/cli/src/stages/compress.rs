@@ -36,7 +36,13 @@ pub fn cmd(a: CompressArgs) -> Result<()> {
     if let Some(sel) = budget_override(&a.budget, &run.cfg.select)? {
         run.cfg.select = sel;
     }
-    if super::profile::off(&run.cfg).is_none() {
+    // A latency budget selects by the profile: measured first when missing or stale.
+    if super::profile::off(&run.cfg).is_none()
+        && !matches!(
+            crate::graph::states(&run)?["profile"],
+            crate::graph::State::Done(_)
+        )
+    {
         make_one(&run, "profile", false, None)?;
     }
     make_one(&run, "compressed", a.stage.force, None)

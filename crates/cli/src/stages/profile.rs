@@ -1,8 +1,8 @@
 //! `profile`: the latency table a latency budget selects by
 //! (`budget = { kind = "model", latency = 0.7 }` or `compress --target-latency 0.7`):
-//! one transformer block timed over a grid of kept widths and the rest of the model once,
-//! on the run's device, at the first batch size and precision of `[bench]`, prepared as
-//! `[bench] fast` says (see `slimseg_model::profile`), into
+//! one transformer block timed over a grid of kept widths and the rest of the model, on
+//! the run's device, at the batch size and in the precision of `[profile]`, prepared as
+//! `[profile] fast` says (see `slimseg_model::profile`), into
 //! `RUN/profile/latency_table.json`. The stage is part of a run only with a latency budget;
 //! `compress` and `sweep` then rank and count the gates by it, and the report sets the
 //! latency it predicts beside the bench stage's measurement.
@@ -52,25 +52,25 @@ pub fn table(run: &Run) -> Result<Option<LatencyTable>> {
 pub fn make(ctx: &mut Ctx<'_>, dir: &Path) -> Result<()> {
     let run = ctx.run;
     let device = run.device()?;
-    let b = &run.cfg.bench;
+    let p = &run.cfg.profile;
     let opts = InferenceOptions {
-        precision: b.precisions[0],
-        fast: b.fast,
+        precision: p.precision,
+        fast: p.fast,
     };
     let name = describe_device(device);
     eprintln!(
         "[profile] block latency over a grid of widths on {name}, batch {}, {}",
-        b.batches[0],
+        p.batch,
         super::describe_inference(opts)
     );
     let t = profile(
         &run.cfg.model,
         device,
         &name,
-        b.batches[0],
+        p.batch,
         opts,
-        b.warmup,
-        b.repeats,
+        p.warmup,
+        p.repeats,
     )?;
     let cfg = &run.cfg.model;
     eprintln!(
