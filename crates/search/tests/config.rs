@@ -109,3 +109,47 @@ fn file_errors_name_the_file() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn bench_precisions_and_the_profile_table_are_checked_and_named() {
+    // The tiny preset's [bench] lists fp32 and bf16.
+    let tiny = RunConfig::from_toml_str(&preset("tiny")).unwrap();
+    assert_eq!(
+        tiny.bench.precisions,
+        [
+            slimseg_model::Precision::Fp32,
+            slimseg_model::Precision::Bf16
+        ]
+    );
+    let err =
+        RunConfig::from_toml_str(&preset("tiny").replace("[\"fp32\", \"bf16\"]", "[\"bf16\"]"))
+            .unwrap_err()
+            .to_string();
+    assert!(
+        err.contains("bench.precisions") && err.contains("fp32"),
+        "{err}"
+    );
+    let err = RunConfig::from_toml_str(
+        &preset("tiny").replace("[\"fp32\", \"bf16\"]", "[\"fp32\", \"fp32\"]"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("twice"), "{err}");
+    let err =
+        RunConfig::from_toml_str(&preset("tiny").replace("[\"fp32\", \"bf16\"]", "[\"fp64\"]"))
+            .unwrap_err()
+            .to_string();
+    assert!(err.contains("fp64"), "{err}");
+    // [profile]: defaults, a value, a refusal naming its key.
+    assert_eq!(tiny.profile.batch, 1);
+    let cfg = format!(
+        "{}\n[profile]\nbatch = 8\nprecision = \"bf16\"\n",
+        preset("tiny")
+    );
+    let p = RunConfig::from_toml_str(&cfg).unwrap().profile;
+    assert_eq!((p.batch, p.precision), (8, slimseg_model::Precision::Bf16));
+    let err = RunConfig::from_toml_str(&format!("{}\n[profile]\nbatch = 0\n", preset("tiny")))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("profile.batch"), "{err}");
+}
