@@ -8,8 +8,9 @@
 //! - [`Budget::Model`]: a whole-model target on parameters, MACs or latency. All gates of all
 //!   dimensions are ranked once by importance = magnitude / cost it controls at full width
 //!   and removed in that order until the model's cost is at most the target. Marginal
-//!   costs only shrink as gates go, so the result never exceeds the target and undershoots
-//!   it by less than one gate's full-width cost. Token gates control no parameters, so a
+//!   parameter and MAC costs only shrink as gates go, so the ranked result never exceeds
+//!   the target and undershoots it by less than one gate's full-width cost (a latency
+//!   table's marginal costs need not shrink; the result still never exceeds the target). Token gates control no parameters, so a
 //!   parameter target never removes tokens. The target can cover the whole network or
 //!   only the transformer blocks ([`CostScope`]). A latency target reads each layer's
 //!   cost from a measured [`LatencyTable`] (`slimseg profile`; see
@@ -22,6 +23,11 @@
 //! Floors keep at least `attn_dims` attention dims, `mlp_units` MLP units and `tokens`
 //! tokens in every layer; a floor of 0 explicitly allows that dimension of a layer to
 //! vanish. A budget below what the floors allow is an error that names the reachable range.
+//!
+//! With [`SelectConfig::align`] (default 8) the ranked subnet is then aligned: per block,
+//! equal widths for the kept heads and an MLP width, multiples of `align` (fn `align`).
+//! The exact counts of a per-dimension budget and the one-gate undershoot of a model
+//! budget then hold before alignment only; a model budget is refilled by whole groups.
 
 use std::cmp::Ordering;
 use std::path::Path;
@@ -1124,9 +1130,9 @@ fn step_width(w: usize, m: usize, cap: usize, up: bool) -> Option<usize> {
 
 /// Aligns a selected subnet to multiples of `m` (see [`SelectConfig::align`]): per
 /// layer, the heads that keep any dim keep their `w` most important dims each, `w` the
-/// kept dims per head rounded down to a multiple of `m`, and the MLP keeps its most
-/// important units, their number rounded down likewise (a dimension that vanished stays
-/// empty; the floors stay met). With cost `limits`, the subnet is then trimmed by whole
+/// kept dims per head rounded down to a multiple of `m` but at least `m` (or the full
+/// head), and the MLP keeps its most important units, their number rounded likewise (a
+/// dimension that vanished stays empty; the floors stay met). With cost `limits`, the subnet is then trimmed by whole
 /// groups, least important per unit of cost first, while it exceeds a limit, and refilled
 /// by whole groups, most important per unit of cost first, while they fit.
 fn align(
