@@ -210,14 +210,6 @@ impl TransUnet {
             Precision::Bf16 => vs.bfloat16(),
             Precision::Fp16 => vs.half(),
         }
-        if self.kind() != kind {
-            return Err(Error::Input(format!(
-                "the variable store does not hold this model's weights (still {:?} after \
-                 casting to {})",
-                self.kind(),
-                opts.precision
-            )));
-        }
         self.prepared = Some((self.device(), kind));
         Ok(())
     }

@@ -114,13 +114,31 @@ pub enum Budget {
 }
 
 impl Budget {
+    /// The cost limits of a model or joint budget, each a cost with its kept fraction,
+    /// and the scope they measure (`None` for a per-dimension budget).
+    pub fn limits(&self) -> Option<(Vec<(CostMetric, f64)>, CostScope)> {
+        match *self {
+            Budget::PerDimension { .. } => None,
+            Budget::Model {
+                metric,
+                keep,
+                scope,
+            } => Some((vec![(metric, keep)], scope)),
+            Budget::Joint {
+                params,
+                macs,
+                scope,
+            } => Some((
+                vec![(CostMetric::Params, params), (CostMetric::Macs, macs)],
+                scope,
+            )),
+        }
+    }
+
     /// The costs it limits (none for a per-dimension budget).
     pub fn metrics(&self) -> Vec<CostMetric> {
-        match self {
-            Budget::PerDimension { .. } => Vec::new(),
-            Budget::Model { metric, .. } => vec![*metric],
-            Budget::Joint { .. } => vec![CostMetric::Params, CostMetric::Macs],
-        }
+        self.limits()
+            .map_or_else(Vec::new, |(l, _)| l.into_iter().map(|(m, _)| m).collect())
     }
 
     /// The same kind of budget keeping `keep` instead: every fraction it names (both
@@ -1376,7 +1394,13 @@ pub fn select_with(
     let s = Scores::new(cfg, gates)?;
     let floors = config.floors;
     // The ranked selection at `tighten` times the budget's fractions.
+    let limits = config.budget.limits();
     let ranked = |tighten: f64| -> Result<Keep> {
+        if let Some((lims, scope)) = &limits {
+            let tightened: Vec<(CostMetric, f64)> =
+                lims.iter().map(|&(m, k)| (m, k * tighten)).collect();
+            return select_model(c, &s, floors, &tightened, *scope);
+        }
         Ok(match config.budget {
             Budget::PerDimension { attn, mlp, token } => {
                 let mut keep = Keep::new(&s, false);
@@ -1390,45 +1414,11 @@ pub fn select_with(
                 keep_top(&s, &mut keep, s.token_gates(), reserved, token, "token")?;
                 keep
             }
-            Budget::Model {
-                metric,
-                keep,
-                scope,
-            } => select_model(c, &s, floors, &[(metric, keep * tighten)], scope)?,
-            Budget::Joint {
-                params,
-                macs,
-                scope,
-            } => select_model(
-                c,
-                &s,
-                floors,
-                &[
-                    (CostMetric::Params, params * tighten),
-                    (CostMetric::Macs, macs * tighten),
-                ],
-                scope,
-            )?,
+            Budget::Model { .. } | Budget::Joint { .. } => unreachable!("limits above"),
         })
     };
     let mut keep = ranked(1.0)?;
     if config.align > 1 {
-        let limits: Option<(Vec<(CostMetric, f64)>, CostScope)> = match config.budget {
-            Budget::PerDimension { .. } => None,
-            Budget::Model {
-                metric,
-                keep,
-                scope,
-            } => Some((vec![(metric, keep)], scope)),
-            Budget::Joint {
-                params,
-                macs,
-                scope,
-            } => Some((
-                vec![(CostMetric::Params, params), (CostMetric::Macs, macs)],
-                scope,
-            )),
-        };
         let limits = limits.as_ref().map(|(l, s)| (l.as_slice(), *s));
         // Aligning rounds widths down, but the smallest group (`align` units) can exceed
         // what the ranking kept, and the trim neither removes heads nor tokens. When the
