@@ -5,8 +5,9 @@
 //!
 //! Pairs: the RV, MYO and LV of an ACDC-like heart (concentric LV and MYO, an RV
 //! crescent, shrinking toward the apex) against a perturbed copy (shifted by 2 and 3
-//! pixels, 6% larger), and two independent fields of random blobs filling about half the
-//! volume (the worst case: surfaces everywhere).
+//! pixels, 6% larger), two independent fields of random blobs filling about half the
+//! volume (surfaces everywhere), and two squares far apart (a prediction in the wrong
+//! place: every distance is long).
 //!
 //! `cargo run --release -p slimseg-data --example hd95_peer -- OUT_DIR [REPEATS]`
 
@@ -67,6 +68,14 @@ fn main() {
         })
         .collect();
     pairs.push(("random_blobs".into(), blobs(1), blobs(2)));
+    // A prediction in the wrong place: two 80 x 80 squares 96 columns apart, in 4 of the
+    // 10 slices against all 10 (long searches along y and z for every border voxel).
+    let square = |x0: usize, z: std::ops::Range<usize>| {
+        Array3::from_shape_fn(SHAPE, |(k, y, x)| {
+            z.contains(&k) && (88..168).contains(&y) && (x0..x0 + 80).contains(&x)
+        })
+    };
+    pairs.push(("far_apart".into(), square(16, 3..7), square(160, 0..10)));
     for (name, p, g) in &pairs {
         for (suffix, m) in [("pred", p), ("gt", g)] {
             let bytes: Vec<u8> = m.iter().map(|&v| u8::from(v)).collect();

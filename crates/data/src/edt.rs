@@ -136,104 +136,209 @@ pub(crate) fn squared_edt_3d_yxz(
 /// longer one by a full envelope pass.
 const DIRECT_Z: usize = 32;
 
-/// Squared distances from each of `queries` (`[z, y, x]`) to the nearest feature of
-/// `features` (row-major `[z][y][x]` of `dims = [nz, ny, nx]`), exact: the minimum over
-/// the features of the same expressions as [`squared_edt_3d`] (which returns the value at
-/// the minimiser its envelope chose, so the two may differ in the last bit at near-ties),
-/// computed for the queries only.
+/// Squared distances from each query voxel (`queries[i]` true) to the nearest feature of
+/// `features`, both row-major `[z][y][x]` of `dims = [nz, ny, nx]`, in the order of the
+/// queries. Exact: the minimum over the features of the same expressions as
+/// [`squared_edt_3d`] (which returns the value at the minimiser its envelope chose, so the
+/// two may differ in the last bit at near-ties), computed for the queries only.
 ///
 /// The x pass of a binary image needs no envelope: the nearest feature of a row is found
-/// by one scan each way. The y pass minimises near each site ([`nearby_line`]), falling
-/// back to the exact envelope for lines whose sites are far from every feature. The z
-/// pass, usually short (ACDC has 6 to 21 slices), is evaluated at the queries only:
-/// `min_z' wz (z - z')^2 + g(z')` from the query's own plane outward, stopping once the z
-/// step alone is no better, the very expression the envelope evaluates at its minimiser.
-pub(crate) fn squared_distances_at(
+/// by one scan each way, for every row. The rest is evaluated at the queries only
+/// ([`Rows::nearest`]): the query's own plane first, then the planes outward while the z
+/// step alone is below the best value (ACDC has 6 to 21 slices), and in each plane the
+/// rows outward while the z and y steps together are below it. Each candidate is
+/// `wz dz^2 + (wy dy^2 + wx dx^2)`, the very expression the separable transform evaluates
+/// at its minimiser. Queries near features settle within a few rows, so this does far
+/// less work than a y pass over whole planes. Volumes with more than [`DIRECT_Z`] slices,
+/// or rows too long for the 16-bit x pass, take the full transform.
+pub(crate) fn squared_distances_from(
     features: &[bool],
+    queries: &[bool],
     dims: [usize; 3],
     spacing: [f64; 3],
-    queries: &[[usize; 3]],
 ) -> Vec<f64> {
     let [nz, ny, nx] = dims;
     assert_eq!(features.len(), nz * ny * nx, "features fill the grid");
-    if nz > DIRECT_Z {
+    assert_eq!(queries.len(), features.len(), "queries fill the grid");
+    if nz > DIRECT_Z || nx >= usize::from(u16::MAX) {
         let d = squared_edt_3d_yxz(&|z, y, x| features[(z * ny + y) * nx + x], dims, spacing);
-        return queries
-            .iter()
-            .map(|&[z, y, x]| d[(y * nx + x) * nz + z])
+        return (0..queries.len())
+            .filter(|&i| queries[i])
+            .map(|i| {
+                let (z, y, x) = (i / (nx * ny), i / nx % ny, i % nx);
+                d[(y * nx + x) * nz + z]
+            })
             .collect();
     }
-    let [wz, wy, wx] = spacing.map(|s| s * s);
-    // Per z plane: pass x per row into a transposed scratch plane ([x][y], so the y lines
-    // are contiguous), then pass y per line into g, laid out [z][y][x].
-    let mut g = vec![0.0f64; nz * ny * nx];
-    g.par_chunks_mut(ny * nx)
-        .zip(features.par_chunks(ny * nx))
-        .for_each_init(
-            || {
-                (
-                    vec![0.0; nx * ny],
-                    vec![0.0; 16 * nx],
-                    vec![0.0; ny],
-                    vec![0usize; ny],
-                    Scratch::default(),
-                )
-            },
-            |(tp, rows, out, arg, s), (plane, feat)| {
-                // Rows in blocks, transposed block-wise: each x writes 16 contiguous values.
-                const BLOCK: usize = 16;
-                for y0 in (0..ny).step_by(BLOCK) {
-                    let b = BLOCK.min(ny - y0);
-                    for r in 0..b {
-                        let y = y0 + r;
-                        row_pass(
-                            &feat[y * nx..(y + 1) * nx],
-                            wx,
-                            &mut rows[r * nx..(r + 1) * nx],
-                        );
-                    }
-                    for x in 0..nx {
-                        for r in 0..b {
-                            tp[x * ny + y0 + r] = rows[r * nx + x];
-                        }
-                    }
-                }
-                for x in 0..nx {
-                    let line = &tp[x * ny..(x + 1) * ny];
-                    if !line.iter().any(|v| v.is_finite()) {
-                        out.fill(f64::INFINITY);
-                    } else if !nearby_line(line, wy, out) {
-                        envelope_1d(line, wy, out, arg, s);
-                    }
-                    for (y, &v) in out.iter().enumerate() {
-                        plane[y * nx + x] = v;
-                    }
-                }
-            },
-        );
-    // Pass z at each query: its own plane first, then outward while the z step alone
-    // (wz dz^2) is below the best value.
-    queries
-        .par_iter()
-        .map(|&[z, y, x]| {
-            let at = |p: usize| g[(p * ny + y) * nx + x];
-            let mut best = at(z);
-            for dz in 1..nz {
-                let d = dz as f64;
-                let step = wz * d * d;
-                if step >= best {
+    // The x pass of every row, [z][y][x]: queries along a row read the same cache lines.
+    // Entries are columns to the nearest feature of the row, `nx` without one; `cost`
+    // turns them into `wx dx^2` (`+inf` for `nx`) without a branch.
+    let mut rows = vec![0u16; nz * ny * nx];
+    rows.par_chunks_mut(nx)
+        .zip(features.par_chunks(nx))
+        .with_min_len(64)
+        .for_each(|(out, row)| row_pass(row, out));
+    let wx = spacing[2] * spacing[2];
+    let cost: Vec<f64> = (0..=nx)
+        .map(|d| {
+            if d == nx {
+                f64::INFINITY
+            } else {
+                let d = d as f64;
+                wx * d * d
+            }
+        })
+        .collect();
+    let grid = Rows {
+        rows: &rows,
+        cost: &cost,
+        dims,
+        spacing,
+    };
+    let mut out: Vec<f64> = queries
+        .par_chunks(nx)
+        .enumerate()
+        .with_min_len(16)
+        .flat_map_iter(|(r, line)| {
+            let (z, y) = (r / ny, r % ny);
+            line.iter()
+                .enumerate()
+                .filter(|(_, q)| **q)
+                .map(move |(x, _)| grid.nearest([z, y, x]).unwrap_or(f64::NAN))
+        })
+        .collect();
+    if out.iter().any(|v| v.is_nan()) {
+        grid.finish_far(queries, &mut out);
+    }
+    out
+}
+
+/// Rows a query's search may take on each side of it in one plane before the query is
+/// left to [`Rows::finish_far`].
+const SEARCH: usize = 32;
+
+/// The x pass of a grid with what [`Rows::nearest`] needs to finish it at one voxel.
+#[derive(Clone, Copy)]
+struct Rows<'a> {
+    /// Columns to the nearest feature of each row, `[z][y][x]` (`nx`: none).
+    rows: &'a [u16],
+    /// `wx dx^2` by column distance, `+inf` at `nx`.
+    cost: &'a [f64],
+    dims: [usize; 3],
+    spacing: [f64; 3],
+}
+
+impl Rows<'_> {
+    /// The squared distance from `[z, y, x]` to the nearest feature: planes and rows
+    /// outward from the voxel, each direction stopping once its step alone reaches the
+    /// best value (exact, as every term is `>= 0` and rounding is monotone). `None` when
+    /// a plane needs more than [`SEARCH`] rows on a side: the feature is far.
+    fn nearest(&self, [z, y, x]: [usize; 3]) -> Option<f64> {
+        let [nz, ny, nx] = self.dims;
+        let [wz, wy, _] = self.spacing.map(|s| s * s);
+        // Rows of plane `p` outward from `y`, each candidate `step + (wy dy^2 + wx dx^2)`;
+        // the own plane has step 0 (and `0 + v == v`).
+        let plane = |p: usize, step: f64, mut best: f64| {
+            let at = |r: usize| self.cost[usize::from(self.rows[(p * ny + r) * nx + x])];
+            best = lesser(best, step + at(y));
+            for dy in 1..ny {
+                let d = dy as f64;
+                let c = wy * d * d;
+                if step + c >= best || (dy > y && y + dy >= ny) {
                     break;
                 }
-                if dz <= z {
-                    best = lesser(best, step + at(z - dz));
+                if dy > SEARCH {
+                    return None;
                 }
-                if z + dz < nz {
-                    best = lesser(best, step + at(z + dz));
+                if dy <= y {
+                    best = lesser(best, step + (c + at(y - dy)));
+                }
+                if y + dy < ny {
+                    best = lesser(best, step + (c + at(y + dy)));
                 }
             }
-            best
-        })
-        .collect()
+            Some(best)
+        };
+        let mut best = plane(z, 0.0, f64::INFINITY)?;
+        for dz in 1..nz {
+            let d = dz as f64;
+            let step = wz * d * d;
+            if step >= best {
+                break;
+            }
+            if dz <= z {
+                best = plane(z - dz, step, best)?;
+            }
+            if z + dz < nz {
+                best = plane(z + dz, step, best)?;
+            }
+        }
+        Some(best)
+    }
+
+    /// Fills the NaN entries of `out` (the queries [`Rows::nearest`] left, in query
+    /// order) the way of the separable transform: the exact y envelope of every plane's
+    /// column through such a query, then the z pass at the query. Linear in the columns
+    /// however far the features are.
+    fn finish_far(&self, queries: &[bool], out: &mut [f64]) {
+        let [nz, ny, nx] = self.dims;
+        let [wz, wy, _] = self.spacing.map(|s| s * s);
+        let far: Vec<(usize, [usize; 3])> = queries
+            .iter()
+            .enumerate()
+            .filter(|(_, q)| **q)
+            .map(|(i, _)| i)
+            .zip(out.iter())
+            .filter(|(_, v)| v.is_nan())
+            .map(|(i, _)| (i, [i / (nx * ny), i / nx % ny, i % nx]))
+            .collect();
+        // Column slot of each x with a far query.
+        let mut slot = vec![usize::MAX; nx];
+        let mut xs = Vec::new();
+        for &(_, [_, _, x]) in &far {
+            if slot[x] == usize::MAX {
+                slot[x] = xs.len();
+                xs.push(x);
+            }
+        }
+        // Columns [z][slot][y], each the exact y pass of the x pass.
+        let mut cols = vec![0.0f64; nz * xs.len() * ny];
+        cols.par_chunks_mut(ny).enumerate().for_each_init(
+            || (vec![0.0; ny], vec![0usize; ny], Scratch::default()),
+            |(line, arg, s), (c, col)| {
+                let (z, x) = (c / xs.len(), xs[c % xs.len()]);
+                for (y, v) in line.iter_mut().enumerate() {
+                    *v = self.cost[usize::from(self.rows[(z * ny + y) * nx + x])];
+                }
+                envelope_1d(line, wy, col, arg, s);
+            },
+        );
+        let values: Vec<f64> = far
+            .par_iter()
+            .map(|&(_, [z, y, x])| {
+                let at = |p: usize| cols[(p * xs.len() + slot[x]) * ny + y];
+                let mut best = at(z);
+                for dz in 1..nz {
+                    let d = dz as f64;
+                    let step = wz * d * d;
+                    if step >= best {
+                        break;
+                    }
+                    if dz <= z {
+                        best = lesser(best, step + at(z - dz));
+                    }
+                    if z + dz < nz {
+                        best = lesser(best, step + at(z + dz));
+                    }
+                }
+                best
+            })
+            .collect();
+        let nan_slots = out.iter_mut().filter(|v| v.is_nan());
+        for (o, v) in nan_slots.zip(values) {
+            *o = v;
+        }
+    }
 }
 
 /// The smaller of two values that are never NaN (one compare, unlike `f64::min`).
@@ -242,67 +347,25 @@ fn lesser(a: f64, b: f64) -> f64 {
     if b < a { b } else { a }
 }
 
-/// Steps [`nearby_line`] may look on each side before it gives the line up.
-const NEARBY: usize = 32;
-
-/// The y pass of one line by direct minimisation near each site, `out[q] = min_p w (q -
-/// p)^2 + f[p]`: from `q` outward, stopping once `w d^2` alone reaches the best value
-/// (exact, as `f >= 0`). Dense surfaces settle each site within a few steps; when one is
-/// not settled within [`NEARBY`] steps on each side, the line is left to the envelope
-/// (returns false).
-fn nearby_line(f: &[f64], w: f64, out: &mut [f64]) -> bool {
-    let n = f.len();
-    for q in 0..n {
-        let qf = q as f64;
-        let mut best = f[q];
-        let mut step = 1;
-        loop {
-            let d = step as f64;
-            if w * d * d >= best {
-                break;
-            }
-            if step > NEARBY {
-                return false;
-            }
-            if step <= q {
-                let dd = qf - (q - step) as f64;
-                best = lesser(best, w * dd * dd + f[q - step]);
-            }
-            if q + step < n {
-                let dd = qf - (q + step) as f64;
-                best = lesser(best, w * dd * dd + f[q + step]);
-            }
-            step += 1;
-        }
-        out[q] = best;
-    }
-    true
-}
-
-/// The x pass of one row of a binary image: `out[q] = w (q - p)^2` for the nearest
-/// feature `p` of the row, `+inf` without one.
-fn row_pass(features: &[bool], w: f64, out: &mut [f64]) {
-    let mut last: Option<usize> = None;
-    for (q, (&f, o)) in features.iter().zip(out.iter_mut()).enumerate() {
+/// The x pass of one row of a binary image: `out[q] = |q - p|` for the nearest feature `p`
+/// of the row, the row's length everywhere without one. The row is shorter than
+/// `u16::MAX`.
+fn row_pass(features: &[bool], out: &mut [u16]) {
+    let n = out.len() as u16;
+    let mut last: Option<u16> = None;
+    for (q, (&f, o)) in (0..n).zip(features.iter().zip(out.iter_mut())) {
         if f {
             last = Some(q);
         }
-        *o = match last {
-            Some(p) => {
-                let d = q as f64 - p as f64;
-                w * d * d
-            }
-            None => f64::INFINITY,
-        };
+        *o = last.map_or(n, |p| q - p);
     }
-    let mut next: Option<usize> = None;
-    for (q, (&f, o)) in features.iter().zip(out.iter_mut()).enumerate().rev() {
+    let mut next: Option<u16> = None;
+    for (q, (&f, o)) in (0..n).zip(features.iter().zip(out.iter_mut())).rev() {
         if f {
             next = Some(q);
         }
         if let Some(p) = next {
-            let d = q as f64 - p as f64;
-            *o = lesser(*o, w * d * d);
+            *o = (*o).min(p - q);
         }
     }
 }
@@ -429,8 +492,30 @@ mod tests {
             let feats: Vec<bool> = (0..nz * ny * nx).map(|i| bits[i % bits.len()] ^ (i % 7 == 3)).collect();
             let m = Array3::from_shape_vec((nz, ny, nx), feats.clone()).unwrap();
             let sp = [sp.2, sp.0, sp.1];
-            let queries: Vec<[usize; 3]> = m.indexed_iter().map(|((z, y, x), _)| [z, y, x]).collect();
-            let fast = squared_distances_at(&feats, [nz, ny, nx], sp, &queries);
+            let queries = vec![true; nz * ny * nx];
+            let fast = squared_distances_from(&feats, &queries, [nz, ny, nx], sp);
+            let slow = brute_3d(&m, sp);
+            for (a, b) in fast.iter().zip(slow.iter()) {
+                prop_assert!(a == b || (a - b).abs() <= 1e-9 * b.max(1.0), "{a} vs {b}");
+            }
+        }
+
+        #[test]
+        fn sparse_features_far_along_y_equal_brute_force(
+            dims in (1usize..4, 40usize..80, 1usize..5),
+            sites in proptest::collection::vec((0usize..4, 0usize..80, 0usize..5), 0..4),
+            sp in (0.3f64..3.0, 0.3f64..3.0, 0.3f64..12.0),
+        ) {
+            // A few features in long columns: most queries are further than SEARCH rows
+            // from every feature and go through the column envelopes, the rest do not.
+            let (nz, ny, nx) = dims;
+            let mut m = Array3::from_elem((nz, ny, nx), false);
+            for (z, y, x) in sites {
+                m[[z % nz, y % ny, x % nx]] = true;
+            }
+            let feats: Vec<bool> = m.iter().copied().collect();
+            let sp = [sp.2, sp.0, sp.1];
+            let fast = squared_distances_from(&feats, &vec![true; nz * ny * nx], [nz, ny, nx], sp);
             let slow = brute_3d(&m, sp);
             for (a, b) in fast.iter().zip(slow.iter()) {
                 prop_assert!(a == b || (a - b).abs() <= 1e-9 * b.max(1.0), "{a} vs {b}");
@@ -461,36 +546,16 @@ mod tests {
     }
 
     #[test]
-    fn far_sites_leave_the_line_to_the_envelope() {
-        let w = 2.25;
-        let mut f = vec![f64::INFINITY; 100];
-        f[99] = 0.0;
-        let mut out = vec![0.0; 100];
-        assert!(
-            !nearby_line(&f, w, &mut out),
-            "site 0 is 99 steps from the feature"
-        );
-        let mut dense = vec![f64::INFINITY; 100];
-        for q in (0..100).step_by(5) {
-            dense[q] = 1.0;
-        }
-        assert!(nearby_line(&dense, w, &mut out));
-        let (mut env, mut arg) = (vec![0.0; 100], vec![0; 100]);
-        envelope_1d(&dense, w, &mut env, &mut arg, &mut Scratch::default());
-        assert_eq!(out, env);
-    }
-
-    #[test]
-    fn a_line_far_from_its_feature_goes_through_the_envelope() {
-        // One feature at the end of a 100-voxel y line: no site near the other end settles
-        // within NEARBY steps, so squared_distances_at takes the envelope for it.
+    fn a_feature_far_along_y_and_z_is_found() {
+        // One feature at the far corner of a 100-voxel y line: the search from the other
+        // end crosses the whole line and the other plane.
         let (nz, ny, nx) = (2, 100, 2);
         let mut m = Array3::from_elem((nz, ny, nx), false);
         m[[1, 99, 1]] = true;
         let feats: Vec<bool> = m.iter().copied().collect();
-        let queries: Vec<[usize; 3]> = m.indexed_iter().map(|((z, y, x), _)| [z, y, x]).collect();
+        let queries = vec![true; nz * ny * nx];
         let sp = [10.0, 1.5, 1.25];
-        let fast = squared_distances_at(&feats, [nz, ny, nx], sp, &queries);
+        let fast = squared_distances_from(&feats, &queries, [nz, ny, nx], sp);
         let slow = brute_3d(&m, sp);
         assert_eq!(fast, slow.iter().copied().collect::<Vec<_>>());
     }

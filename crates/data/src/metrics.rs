@@ -9,11 +9,12 @@
 //!
 //! Empty masks follow a named [`Convention`].
 
-use ndarray::{Array3, ArrayView3};
+use ndarray::{Array3, ArrayView3, s};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::acdc::{CLASS_NAMES, NUM_CLASSES};
-use crate::edt::squared_distances_at;
+use crate::edt::squared_distances_from;
 use crate::error::{DataError, Result};
 
 /// How to score a class when the prediction or the ground truth is empty.
@@ -77,9 +78,20 @@ pub fn dice(pred: ArrayView3<'_, bool>, gt: ArrayView3<'_, bool>) -> Option<f64>
     (a + b > 0).then(|| 2.0 * ab as f64 / (a + b) as f64)
 }
 
-/// Border voxels `(z, y, x)` of a mask: mask voxels with a face neighbour that is
-/// background or outside the array.
-pub fn border_voxels(mask: ArrayView3<'_, bool>) -> Vec<[usize; 3]> {
+/// The border of a mask, row-major `[z][y][x]` like the mask: mask voxels with a face
+/// neighbour that is background or outside the array.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Border {
+    /// `true` at border voxels.
+    pub mask: Array3<bool>,
+    /// Inclusive bounding box `[lo, hi]` of the border (that of the mask), `(z, y, x)`;
+    /// `None` for an empty mask.
+    pub bounds: Option<[[usize; 3]; 2]>,
+}
+
+/// The border of `mask` (see [`Border`]), a row at a time: interior voxels are those
+/// whose six face neighbours are all in the mask, which is a few `&` of whole rows.
+pub fn border(mask: ArrayView3<'_, bool>) -> Border {
     let (nz, ny, nx) = mask.dim();
     let owned;
     let m: &[bool] = match mask.as_slice() {
@@ -89,40 +101,58 @@ pub fn border_voxels(mask: ArrayView3<'_, bool>) -> Vec<[usize; 3]> {
             &owned
         }
     };
-    let (sz, sy) = (ny * nx, nx);
-    let mut out = Vec::new();
-    for z in 0..nz {
-        for y in 0..ny {
-            let row = z * sz + y * sy;
-            for x in 0..nx {
-                let i = row + x;
-                if !m[i] {
-                    continue;
+    let mut out = vec![false; m.len()];
+    let plane = ny * nx;
+    let row_bounds: Vec<Option<[usize; 3]>> = out
+        .par_chunks_mut(nx.max(1))
+        .enumerate()
+        .with_min_len(64)
+        .map(|(r, o)| {
+            let (z, y) = (r / ny, r % ny);
+            let i = r * nx;
+            let cur = &m[i..i + nx];
+            if z == 0 || z + 1 == nz || y == 0 || y + 1 == ny || nx <= 2 {
+                o.copy_from_slice(cur);
+            } else {
+                let n = nx - 2;
+                let (left, mid, right) = (&cur[..n], &cur[1..n + 1], &cur[2..]);
+                let (up, down) = (&m[i - nx + 1..][..n], &m[i + nx + 1..][..n]);
+                let (prev, next) = (&m[i - plane + 1..][..n], &m[i + plane + 1..][..n]);
+                let inner = &mut o[1..n + 1];
+                for k in 0..n {
+                    let interior = left[k] & right[k] & up[k] & down[k] & prev[k] & next[k];
+                    inner[k] = mid[k] & !interior;
                 }
-                let interior = z > 0
-                    && z + 1 < nz
-                    && y > 0
-                    && y + 1 < ny
-                    && x > 0
-                    && x + 1 < nx
-                    && m[i - sz]
-                    && m[i + sz]
-                    && m[i - sy]
-                    && m[i + sy]
-                    && m[i - 1]
-                    && m[i + 1];
-                if !interior {
-                    out.push([z, y, x]);
-                }
+                o[0] = cur[0];
+                o[nx - 1] = cur[nx - 1];
             }
-        }
+            let first = o.iter().position(|&b| b)?;
+            let last = o.iter().rposition(|&b| b).expect("a first one exists");
+            Some([r, first, last])
+        })
+        .collect();
+    let mut bounds: Option<[[usize; 3]; 2]> = None;
+    for [r, first, last] in row_bounds.into_iter().flatten() {
+        let (z, y) = (r / ny, r % ny);
+        let [lo, hi] = bounds.get_or_insert([[z, y, first], [z, y, last]]);
+        *lo = [lo[0].min(z), lo[1].min(y), lo[2].min(first)];
+        *hi = [hi[0].max(z), hi[1].max(y), hi[2].max(last)];
     }
-    out
+    Border {
+        mask: Array3::from_shape_vec((nz, ny, nx), out).expect("the mask's shape"),
+        bounds,
+    }
 }
 
 /// Linear-interpolated percentile (numpy's default method) of `values`, `q` in [0, 100].
 /// Reorders `values`. NaN for an empty slice.
 pub fn percentile_linear(values: &mut [f64], q: f64) -> f64 {
+    percentile_linear_of(values, q, |v| v)
+}
+
+/// [`percentile_linear`] of `f(values)` for a non-decreasing `f`, applying `f` only to the
+/// two order statistics it interpolates between (`f` preserves their ranks).
+fn percentile_linear_of(values: &mut [f64], q: f64, f: impl Fn(f64) -> f64) -> f64 {
     let n = values.len();
     if n == 0 {
         return f64::NAN;
@@ -131,45 +161,17 @@ pub fn percentile_linear(values: &mut [f64], q: f64) -> f64 {
     let lo = pos.floor() as usize;
     let frac = pos - lo as f64;
     let (_, &mut a, rest) = values.select_nth_unstable_by(lo, |x, y| x.total_cmp(y));
+    let a = f(a);
     if frac == 0.0 || rest.is_empty() {
         return a;
     }
-    let b = rest.iter().copied().fold(f64::INFINITY, f64::min);
+    let b = f(rest.iter().copied().fold(f64::INFINITY, f64::min));
     // numpy's `_lerp`: from the nearer end, so the rounding is numpy's too.
     if frac >= 0.5 {
         b - (b - a) * (1.0 - frac)
     } else {
         a + (b - a) * frac
     }
-}
-
-/// Distances from each of `queries` to the nearest of `features` (both `(z, y, x)` in a
-/// grid of `dims`), computed exactly on the bounding box of both sets.
-fn distances_to(features: &[[usize; 3]], queries: &[[usize; 3]], spacing: [f64; 3]) -> Vec<f64> {
-    let mut lo = [usize::MAX; 3];
-    let mut hi = [0usize; 3];
-    for p in features.iter().chain(queries) {
-        for a in 0..3 {
-            lo[a] = lo[a].min(p[a]);
-            hi[a] = hi[a].max(p[a]);
-        }
-    }
-    // The nearest feature of a query inside the box is inside the box (all features
-    // are), and the separable transform is exact on any box, so cropping is exact.
-    let dims = [0, 1, 2].map(|a| hi[a] - lo[a] + 1);
-    let [nz, ny, nx] = dims;
-    let mut is_feat = vec![false; nz * ny * nx];
-    for p in features {
-        is_feat[((p[0] - lo[0]) * ny + (p[1] - lo[1])) * nx + (p[2] - lo[2])] = true;
-    }
-    let local: Vec<[usize; 3]> = queries
-        .iter()
-        .map(|p| [p[0] - lo[0], p[1] - lo[1], p[2] - lo[2]])
-        .collect();
-    squared_distances_at(&is_feat, dims, spacing, &local)
-        .into_iter()
-        .map(f64::sqrt)
-        .collect()
 }
 
 /// HD95 between two masks (medpy semantics, see the module docs) with `spacing` in
@@ -180,16 +182,35 @@ pub fn hd95(
     spacing: [f64; 3],
 ) -> Option<f64> {
     assert_eq!(pred.dim(), gt.dim(), "hd95: masks must have the same shape");
-    let (bp, bg) = rayon::join(|| border_voxels(pred), || border_voxels(gt));
-    if bp.is_empty() || bg.is_empty() {
-        return None;
-    }
+    let (bp, bg) = rayon::join(|| border(pred), || border(gt));
+    let ([plo, phi], [glo, ghi]) = (bp.bounds?, bg.bounds?);
+    // The nearest border voxel of a query inside the union box is inside the box (all
+    // of them are), and the distances are exact on any box, so cropping is exact.
+    let lo = [0, 1, 2].map(|a| plo[a].min(glo[a]));
+    let hi = [0, 1, 2].map(|a| phi[a].max(ghi[a]));
+    let dims = [0, 1, 2].map(|a| hi[a] - lo[a] + 1);
+    let crop = |m: Array3<bool>| -> Vec<bool> {
+        if dims == [m.dim().0, m.dim().1, m.dim().2] {
+            return m.into_raw_vec_and_offset().0;
+        }
+        let mut out = Vec::with_capacity(dims.iter().product());
+        for plane in m
+            .slice(s![lo[0]..=hi[0], lo[1]..=hi[1], lo[2]..=hi[2]])
+            .outer_iter()
+        {
+            for row in plane.outer_iter() {
+                out.extend_from_slice(row.as_slice().expect("rows of a standard layout"));
+            }
+        }
+        out
+    };
+    let (cp, cg) = (crop(bp.mask), crop(bg.mask));
     let (mut d1, d2) = rayon::join(
-        || distances_to(&bg, &bp, spacing),
-        || distances_to(&bp, &bg, spacing),
+        || squared_distances_from(&cg, &cp, dims, spacing),
+        || squared_distances_from(&cp, &cg, dims, spacing),
     );
     d1.extend(d2);
-    Some(percentile_linear(&mut d1, 95.0))
+    Some(percentile_linear_of(&mut d1, 95.0, f64::sqrt))
 }
 
 fn class_mask(labels: ArrayView3<'_, u8>, class: u8) -> Array3<bool> {

@@ -1,10 +1,10 @@
 //! Dice and HD95 against brute-force references (medpy semantics), and the empty-mask
 //! conventions.
 
-use ndarray::Array3;
+use ndarray::{Array3, s};
 use proptest::prelude::*;
 use slimseg_data::metrics::{
-    Convention, dice, evaluate_class, evaluate_volume, hd95, percentile_linear,
+    Convention, border, dice, evaluate_class, evaluate_volume, hd95, percentile_linear,
 };
 
 /// medpy's border: mask voxels with a face neighbour outside the mask or the array.
@@ -78,6 +78,55 @@ fn mask_strategy() -> impl Strategy<Value = (Array3<bool>, Array3<bool>)> {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
+    #[test]
+    fn border_and_its_box_equal_brute_force(
+        dims in (1usize..5, 1usize..8, 1usize..8),
+        bits in proptest::collection::vec(proptest::bool::weighted(0.6), 256),
+        flip in any::<bool>(),
+    ) {
+        let (_, ny, nx) = dims;
+        let m = Array3::from_shape_fn(dims, |(z, y, x)| bits[(z * ny + y) * nx + x]);
+        // A view with a negative stride is not in standard layout.
+        let view = if flip { m.slice(s![.., ..;-1, ..]) } else { m.view() };
+        let got = border(view);
+        let owned = view.to_owned();
+        let want = brute_border(&owned);
+        let got_voxels: Vec<(usize, usize, usize)> =
+            got.mask.indexed_iter().filter(|(_, b)| **b).map(|(i, _)| i).collect();
+        prop_assert_eq!(&got_voxels, &want);
+        let want_box = (!want.is_empty()).then(|| {
+            let lo = [0, 1, 2].map(|a| want.iter().map(|p| [p.0, p.1, p.2][a]).min().unwrap());
+            let hi = [0, 1, 2].map(|a| want.iter().map(|p| [p.0, p.1, p.2][a]).max().unwrap());
+            [lo, hi]
+        });
+        prop_assert_eq!(got.bounds, want_box);
+    }
+
+    #[test]
+    fn hd95_of_far_apart_masks_in_part_of_the_volume_equals_brute_force(
+        a in proptest::collection::vec(proptest::bool::weighted(0.3), 2 * 6 * 8),
+        b in proptest::collection::vec(proptest::bool::weighted(0.3), 3 * 6 * 8),
+        sp in (1.0f64..12.0, 0.5f64..2.0, 0.5f64..2.0),
+    ) {
+        // `a` in the first rows of slices 1..3, `b` in the last rows of slices 0..3, both
+        // in columns 4..12 of 20: the distances are cropped to a box, and most are longer
+        // than the row search, so they go through the column envelopes.
+        let shape = (4, 50, 20);
+        let ma = Array3::from_shape_fn(shape, |(z, y, x)| {
+            (1..3).contains(&z) && y < 6 && (4..12).contains(&x) && a[((z - 1) * 6 + y) * 8 + x - 4]
+        });
+        let mb = Array3::from_shape_fn(shape, |(z, y, x)| {
+            z < 3 && y >= 44 && (4..12).contains(&x) && b[(z * 6 + y - 44) * 8 + x - 4]
+        });
+        let sp = [sp.0, sp.1, sp.2];
+        let got = hd95(ma.view(), mb.view(), sp);
+        let want = brute_hd95(&ma, &mb, sp);
+        match (got, want) {
+            (Some(g), Some(w)) => prop_assert!((g - w).abs() <= 1e-9 * w.max(1.0), "{} vs {}", g, w),
+            (g, w) => prop_assert_eq!(g, w),
+        }
+    }
+
     #[test]
     fn dice_and_hd95_equal_brute_force(
         (a, b) in mask_strategy(),
