@@ -3,8 +3,10 @@
 # needed). Packed by `cargo xtask cuda-check`. Usage: bash run.sh OUT_DIR
 #
 # Runs doctor, a bounded paper-preset training (a three-epoch baseline, then a one-epoch
-# search) on a small synthetic cohort at batch 24, compress to 70% of the MACs, and full
-# vs compressed latency at batch 1, 8 and 24 in fp32 and bf16. When packed with
+# search) on a small synthetic cohort at batch 24, the same baseline under bf16 autocast
+# (train.amp = "bf16"; the first is the config's amp, fp16 for paper.toml), compress to
+# 70% of the MACs, and full vs compressed latency at batch 1, 8 and 24 in fp32 and bf16.
+# When packed with
 # `--transunet`, it first times the official TransUNet training step on the same GPU
 # (train_peer.py: batch 24, AMP fp16, synthetic tensors). Writes OUT_DIR/cuda-check.json
 # (and the logs); slimseg's training throughput leaves out the first epoch (CUDA and cuDNN
@@ -26,9 +28,11 @@ bin="$here/slimseg"
 run="$work/run"
 # `train` makes the run: its configuration (with these overrides) and the synthetic
 # cohort, which the later stages read from the run itself.
-common=(--config "$config" --run "$run" --device "$device" --set train.batch_size="$batch"
+run_bf16="$work/run_bf16"
+settings=(--config "$config" --device "$device" --set train.batch_size="$batch"
     --set train.epochs=3 --set search.epochs=1 --set train.val_every=0
     --set train.progress=false)
+common=("${settings[@]}" --run "$run")
 synth=(--synth-train 16 --synth-val 1 --synth-test 1)
 
 "$bin" doctor | tee "$out/doctor.txt"
@@ -63,13 +67,18 @@ start_sampler "$work/memory.txt"
 "$bin" train "${common[@]}" "${synth[@]}" 2>&1 | tee "$out/train.log"
 "$bin" search --run "$run" --device "$device" 2>&1 | tee "$out/search.log"
 stop_sampler
+start_sampler "$work/memory_bf16.txt"
+"$bin" train "${settings[@]}" --run "$run_bf16" --set train.amp=bf16 "${synth[@]}" 2>&1 |
+    tee "$out/train_bf16.log"
+stop_sampler
 "$bin" compress --run "$run" --device "$device" --target-macs 0.7 2>&1 | tee "$out/compress.log"
 "$bin" bench --run "$run" --device "$device" --batch "1,8,$batch" --precision fp32,bf16 --json "$out/latency.json" \
     2>&1 | tee "$out/bench.log"
 
-python3 - "$run" "$out" "$work/memory.txt" "$batch" "$work/memory_peer.txt" "$config" <<'PY'
+python3 - "$run" "$out" "$work/memory.txt" "$batch" "$work/memory_peer.txt" "$config" \
+    "$run_bf16" "$work/memory_bf16.txt" <<'PY'
 import json, os, sys
-run, out, memory, batch, memory_peer, config = sys.argv[1:]
+run, out, memory, batch, memory_peer, config, run_bf16, memory_bf16 = sys.argv[1:]
 def load(path):
     with open(path) as f:
         return json.load(f)
@@ -79,7 +88,7 @@ def peak_of(path):
     values = [float(v) for v in open(path).read().split() if v.strip()]
     return max(values) if values else None
 peak = peak_of(memory)
-def steady(stage):
+def steady(stage, run=run):
     """Slices/s over the epochs after the first (which pays for the start-up)."""
     with open(os.path.join(run, stage, "log.csv")) as f:
         header = f.readline().strip().split(",")
@@ -98,6 +107,9 @@ result = {
     "baseline_training": load(os.path.join(run, "baseline", "metrics.json")),
     "search_training": load(os.path.join(run, "search", "metrics.json")),
     "peak_gpu_memory_mib": peak,
+    "bf16_autocast_baseline_slices_per_s_after_first_epoch": steady("baseline", run_bf16),
+    "bf16_autocast_baseline_training": load(os.path.join(run_bf16, "baseline", "metrics.json")),
+    "bf16_autocast_peak_gpu_memory_mib": peak_of(memory_bf16),
     "latency": load(os.path.join(out, "latency.json")),
 }
 peer = os.path.join(out, "peer_train.json")

@@ -11,7 +11,9 @@
 //! - [`weights`]: strict safetensors save/load, official checkpoint and ViT `.npz` import.
 //! - [`infer`]: slice-by-slice volume prediction (TransUNet test protocol).
 //! - [`profile`]: per-block latency tables for latency budgets.
+//! - [`amp`]: autocast in fp16 or bf16 on CPU or CUDA (mixed-precision training).
 
+pub mod amp;
 pub mod arch;
 pub mod config;
 pub mod count;

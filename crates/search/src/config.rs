@@ -20,6 +20,7 @@ use slimseg_data::orient::OrientationPolicy;
 use slimseg_data::pipeline::Normalization;
 use slimseg_data::split::Split;
 use slimseg_model::ModelConfig;
+use slimseg_model::amp::AmpPrecision;
 
 use crate::error::{Error, Result};
 use crate::select::SelectConfig;
@@ -122,15 +123,21 @@ impl DeviceChoice {
     }
 }
 
-/// Mixed precision (autocast to float16 with dynamic loss scaling), CUDA only.
+/// Mixed precision: autocast to float16 with dynamic loss scaling (CUDA), or to
+/// bfloat16 without (CPU and CUDA). The weights, their gradients and the optimiser stay
+/// in float32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum AmpChoice {
-    /// On for CUDA, off on CPU.
+    /// float16 on CUDA, off on CPU.
     #[default]
     Auto,
-    /// On (ignored on CPU, where autocast does nothing).
+    /// float16 on CUDA (ignored on CPU, which has no float16 autocast here).
     On,
+    /// The same as `on`.
+    Fp16,
+    /// bfloat16 on CPU and CUDA: float32's range, so no loss scaling.
+    Bf16,
     /// Off.
     Off,
 }
@@ -271,9 +278,15 @@ impl TrainConfig {
         Ok(())
     }
 
-    /// Whether autocast is used on `device`.
-    pub fn amp_on(&self, device: tch::Device) -> bool {
-        device.is_cuda() && matches!(self.amp, AmpChoice::Auto | AmpChoice::On)
+    /// The autocast precision used on `device`, if any.
+    pub fn amp_precision(&self, device: tch::Device) -> Option<AmpPrecision> {
+        match self.amp {
+            AmpChoice::Auto | AmpChoice::On | AmpChoice::Fp16 if device.is_cuda() => {
+                Some(AmpPrecision::Fp16)
+            }
+            AmpChoice::Bf16 => Some(AmpPrecision::Bf16),
+            _ => None,
+        }
     }
 }
 

@@ -30,6 +30,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use slimseg_data::pipeline::{PipelineConfig, SliceDataset};
+use slimseg_model::amp::{AmpPrecision, autocast};
 use slimseg_model::weights::{load_safetensors, save_safetensors};
 use slimseg_model::{GateMode, GateValues, PixelHead, TransUnet};
 use tch::{Device, Tensor, nn};
@@ -158,6 +159,9 @@ pub struct TrainMetrics {
     pub device: String,
     /// Whether mixed precision was used.
     pub amp: bool,
+    /// Its precision (`fp16`, `bf16`) when it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amp_precision: Option<String>,
     /// Gate mode during training (`off`, `soft`, `hard`).
     pub gate_mode: String,
 }
@@ -175,6 +179,9 @@ struct TrainerState {
     device: String,
     /// Whether that run used mixed precision.
     amp: bool,
+    /// In which precision (`None` with `amp`: fp16, from before bf16 existed).
+    #[serde(default)]
+    amp_precision: Option<String>,
     /// libtorch's intra-op CPU threads of the run that wrote the state (CPU runs only):
     /// CPU reductions are split by thread, so another count gives other rounding.
     #[serde(default)]
@@ -521,7 +528,11 @@ pub fn train(
         tch::set_num_threads(tc.threads as i32);
     }
     let device = vs.device();
-    let amp = tc.amp_on(device);
+    let amp_precision = tc.amp_precision(device);
+    let amp = amp_precision.is_some();
+    // Loss scaling keeps float16 gradients from underflowing; bfloat16 has float32's range.
+    let scaled = amp_precision == Some(AmpPrecision::Fp16);
+    let amp_name = amp_precision.map(|p| p.to_string());
     let search = matches!(model.gate_mode(), GateMode::Soft);
     let gates = if search { model.soft_gates() } else { None };
     let factors = sparsity_factors(&cfg.model, &cfg.search);
@@ -591,10 +602,11 @@ pub fn train(
         epochs_done: 0,
         iterations: 0,
         optimizer_steps: 0,
-        amp_scale: if amp { 65536.0 } else { 1.0 },
+        amp_scale: if scaled { 65536.0 } else { 1.0 },
         amp_good_steps: 0,
         device: format!("{device:?}"),
         amp,
+        amp_precision: amp_name.clone(),
         threads: (device == Device::Cpu).then(|| tch::get_num_threads().max(1) as usize),
         best_val_dice: None,
         best_epoch: None,
@@ -625,19 +637,24 @@ pub fn train(
                 }
             }
             resumed_from = Some(s.epochs_done);
-            if s.device != state.device || s.amp != amp {
+            let then = s.amp.then(|| s.amp_precision.as_deref().unwrap_or("fp16"));
+            if s.device != state.device || then != amp_name.as_deref() {
                 // The weights and optimiser moments carry over; the loss scale belongs to
                 // the precision of this run.
                 eprintln!(
-                    "  resuming a checkpoint of {} (amp {}) on {} (amp {amp}): the run \
+                    "  resuming a checkpoint of {} (amp {}) on {} (amp {}): the run \
                      continues, with rounding that differs from an uninterrupted run",
-                    s.device, s.amp, state.device
+                    s.device,
+                    then.unwrap_or("off"),
+                    state.device,
+                    amp_name.as_deref().unwrap_or("off")
                 );
                 state = TrainerState {
                     amp_scale: state.amp_scale,
                     amp_good_steps: 0,
                     device: state.device,
                     amp,
+                    amp_precision: amp_name.clone(),
                     threads: state.threads,
                     ..s
                 };
@@ -697,10 +714,9 @@ pub fn train(
             lr = tc.lr * scale;
             // Only enter autocast when it is on: toggling it off still touches (deprecated)
             // CUDA autocast state in libtorch and warns on every call.
-            let out = if amp {
-                tch::autocast(true, || model.forward_t(&x, true))?
-            } else {
-                model.forward_t(&x, true)?
+            let out = match amp_precision {
+                Some(p) => autocast(device, p, || model.forward_t(&x, true))??,
+                None => model.forward_t(&x, true)?,
             };
             let seg = segmentation_loss(&out.logits, &y);
             let df = match (&out.direction_field, &batch.directions) {
@@ -722,7 +738,7 @@ pub fn train(
                 loss += p;
             }
             let lv = loss.double_value(&[]);
-            if !lv.is_finite() && !amp {
+            if !lv.is_finite() && !scaled {
                 return Err(Error::Diverged {
                     epoch,
                     iteration: state.iterations,
@@ -730,7 +746,7 @@ pub fn train(
                 });
             }
             opt.zero_grad();
-            if amp {
+            if scaled {
                 (&loss * state.amp_scale).backward();
                 let grads = opt.grads();
                 let inv = 1.0 / state.amp_scale;
@@ -847,6 +863,7 @@ pub fn train(
         last_val_dice: state.history.iter().rev().find_map(|r| r.val_dice),
         device: format!("{device:?}"),
         amp,
+        amp_precision: amp_name,
         gate_mode: match model.gate_mode() {
             GateMode::Off => "off",
             GateMode::Soft => "soft",

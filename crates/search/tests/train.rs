@@ -3,10 +3,10 @@
 
 mod common;
 
-use slimseg_search::config::{DeviceChoice, SparsityKind};
+use slimseg_search::config::{AmpChoice, DeviceChoice, SparsityKind};
 use slimseg_search::stages::Network;
 use slimseg_search::{EvalOptions, StageDir, TrainData, TrainOptions, evaluate, train};
-use tch::Device;
+use tch::{Device, Kind};
 
 #[test]
 fn search_shrinks_gates_writes_stage_files_and_gate_columns() {
@@ -211,5 +211,50 @@ fn segmentation_gradient_reaches_every_gate_dimension_in_soft_mode() {
             );
         }
     }
+    std::fs::remove_dir_all(&tmp).unwrap();
+}
+
+#[test]
+fn bf16_autocast_trains_on_the_cpu_and_keeps_float32_weights() {
+    let tmp = common::temp_dir("train-bf16");
+    let (train_set, _) = common::tiny_data(&tmp, 8);
+    let data = TrainData {
+        train: &train_set,
+        val: &[],
+    };
+    let mut losses = Vec::new();
+    for amp in [AmpChoice::Off, AmpChoice::Bf16] {
+        let mut cfg = common::tiny_config(1);
+        cfg.train.amp = amp;
+        cfg.train.val_every = 0;
+        // The same initial weights for both runs.
+        let net = Network::new(&cfg.model, Device::Cpu, 5).unwrap();
+        let dir = tmp.join(format!("{amp:?}"));
+        let m = train(
+            &net.vs,
+            &net.model,
+            data,
+            &cfg,
+            &dir,
+            &TrainOptions::default(),
+        )
+        .unwrap();
+        assert!(m.completed && m.final_loss.is_finite());
+        let bf16 = amp == AmpChoice::Bf16;
+        assert_eq!(m.amp, bf16);
+        assert_eq!(m.amp_precision.as_deref(), bf16.then_some("bf16"));
+        assert!(
+            net.vs.variables().values().all(|v| v.kind() == Kind::Float),
+            "weights stay float32 under autocast"
+        );
+        losses.push(m.final_loss);
+    }
+    // Same weights, same batches: only the precision of the products differs.
+    let (fp32, bf16) = (losses[0], losses[1]);
+    assert_ne!(fp32, bf16, "bf16 autocast changed nothing");
+    assert!(
+        (fp32 - bf16).abs() < 0.05 * fp32.abs(),
+        "fp32 {fp32} vs bf16 {bf16}"
+    );
     std::fs::remove_dir_all(&tmp).unwrap();
 }
