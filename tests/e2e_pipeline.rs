@@ -291,6 +291,12 @@ fn pipeline_end_to_end() {
     assert!(model("finetuned")["dice_vs_baseline"]["ci95"].is_array());
     assert!(md.contains("95% bootstrap interval"), "{md}");
     assert_eq!(rep["provenance"]["stages"].as_object().unwrap().len(), 8);
+    // The training stages ran in fp32 (train.amp off in the tiny preset), and say so.
+    assert_eq!(
+        rep["provenance"]["training_precision"],
+        serde_json::json!({"baseline": "fp32", "search": "fp32", "finetuned": "fp32"})
+    );
+    assert!(md.contains("Trained in: baseline fp32, search fp32, finetuned fp32"), "{md}");
     // Precision: the baseline and the fine-tuned model in fp32 (fast paths) and bf16,
     // each against its stage's exact evaluation; the evaluations themselves stay out of
     // report.json's latency.

@@ -261,6 +261,19 @@ fn gates_figure(g: &GateValues, spec: Option<&SubnetSpec>) -> Result<Figure> {
     figures::gates(&panels)
 }
 
+/// The precision a training stage ran in, from its `metrics.json`: `fp32`, or the
+/// autocast precision (`fp16` for runs from before bf16 autocast, which recorded none).
+/// `None` without metrics (an imported baseline).
+fn training_precision(run: &Run, dir: &str) -> Option<String> {
+    let text = std::fs::read_to_string(run.stage(dir).join("metrics.json")).ok()?;
+    let m: serde_json::Value = serde_json::from_str(&text).ok()?;
+    Some(if m["amp"].as_bool()? {
+        m["amp_precision"].as_str().unwrap_or("fp16").to_string()
+    } else {
+        "fp32".to_string()
+    })
+}
+
 fn curves_figure(run: &Run, done: &[&str]) -> Result<Option<Figure>> {
     let mut curves = Vec::new();
     let mut offset = 0.0;
@@ -762,13 +775,23 @@ pub fn make(ctx: &mut Ctx<'_>, out: &Path) -> Result<()> {
         .into_iter()
         .filter(|n| record(n).is_some())
         .collect();
+    let trained_in: Vec<(&str, String)> = done
+        .iter()
+        .filter_map(|&d| training_precision(run, d).map(|p| (d, p)))
+        .collect();
     if let Some(c) = curves_figure(run, &done)? {
         c.save_png(&out.join("curves.png"))?;
         figures.push("curves.png");
+        let precision = trained_in
+            .iter()
+            .map(|(d, p)| format!("{d} {p}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         let _ = writeln!(
             md,
             "## Training curves\n\nSegmentation loss (0.5 CE + 0.5 Dice) per epoch and \
-             validation Dice, baseline, search and fine-tuning in sequence.\n\n![curves](curves.png)\n"
+             validation Dice, baseline, search and fine-tuning in sequence. Trained in: \
+             {precision} (`train.amp`).\n\n![curves](curves.png)\n"
         );
     }
     let overlay_stages: Vec<ModelStage> = [
@@ -976,6 +999,7 @@ pub fn make(ctx: &mut Ctx<'_>, out: &Path) -> Result<()> {
             "seed": cfg.train.seed,
             "data": data_id,
             "stages": stage_json,
+            "training_precision": trained_in.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
         },
         "side_results": sides,
     });
