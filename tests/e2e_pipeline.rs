@@ -296,7 +296,10 @@ fn pipeline_end_to_end() {
         rep["provenance"]["training_precision"],
         serde_json::json!({"baseline": "fp32", "search": "fp32", "finetuned": "fp32"})
     );
-    assert!(md.contains("Trained in: baseline fp32, search fp32, finetuned fp32"), "{md}");
+    assert!(
+        md.contains("Trained in: baseline fp32, search fp32, finetuned fp32"),
+        "{md}"
+    );
     // Precision: the baseline and the fine-tuned model in fp32 (fast paths) and bf16,
     // each against its stage's exact evaluation; the evaluations themselves stay out of
     // report.json's latency.

@@ -782,16 +782,17 @@ pub fn make(ctx: &mut Ctx<'_>, out: &Path) -> Result<()> {
     if let Some(c) = curves_figure(run, &done)? {
         c.save_png(&out.join("curves.png"))?;
         figures.push("curves.png");
-        let precision = trained_in
-            .iter()
-            .map(|(d, p)| format!("{d} {p}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let precision = if trained_in.is_empty() {
+            String::new()
+        } else {
+            let stages: Vec<String> = trained_in.iter().map(|(d, p)| format!("{d} {p}")).collect();
+            format!(" Trained in: {} (`train.amp`).", stages.join(", "))
+        };
         let _ = writeln!(
             md,
             "## Training curves\n\nSegmentation loss (0.5 CE + 0.5 Dice) per epoch and \
-             validation Dice, baseline, search and fine-tuning in sequence. Trained in: \
-             {precision} (`train.amp`).\n\n![curves](curves.png)\n"
+             validation Dice, baseline, search and fine-tuning in sequence.{precision}\n\n\
+             ![curves](curves.png)\n"
         );
     }
     let overlay_stages: Vec<ModelStage> = [

@@ -68,7 +68,7 @@ fn main() {
         })
         .collect();
     pairs.push(("random_blobs".into(), blobs(1), blobs(2)));
-    // A prediction in the wrong place: two 80 x 80 squares 96 columns apart, in 4 of the
+    // A prediction in the wrong place: two 80 x 80 squares 64 columns apart, in 4 of the
     // 10 slices against all 10 (long searches along y and z for every border voxel).
     let square = |x0: usize, z: std::ops::Range<usize>| {
         Array3::from_shape_fn(SHAPE, |(k, y, x)| {

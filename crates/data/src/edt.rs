@@ -137,8 +137,8 @@ pub(crate) fn squared_edt_3d_yxz(
 const DIRECT_Z: usize = 32;
 
 /// Squared distances from each query voxel (`queries[i]` true) to the nearest feature of
-/// `features`, both row-major `[z][y][x]` of `dims = [nz, ny, nx]`, in the order of the
-/// queries. Exact: the minimum over the features of the same expressions as
+/// `features`, both row-major `[z][y][x]` of `dims = [nz, ny, nx]`, written to `out` (one
+/// entry per query, in their order). Exact: the minimum over the features of the same expressions as
 /// [`squared_edt_3d`] (which returns the value at the minimiser its envelope chose, so the
 /// two may differ in the last bit at near-ties), computed for the queries only.
 ///
@@ -151,24 +151,24 @@ const DIRECT_Z: usize = 32;
 /// at its minimiser. Queries near features settle within a few rows, so this does far
 /// less work than a y pass over whole planes. Volumes with more than [`DIRECT_Z`] slices,
 /// or rows too long for the 16-bit x pass, take the full transform.
-pub(crate) fn squared_distances_from(
+pub(crate) fn squared_distances_into(
     features: &[bool],
     queries: &[bool],
     dims: [usize; 3],
     spacing: [f64; 3],
-) -> Vec<f64> {
+    out: &mut [f64],
+) {
     let [nz, ny, nx] = dims;
     assert_eq!(features.len(), nz * ny * nx, "features fill the grid");
     assert_eq!(queries.len(), features.len(), "queries fill the grid");
     if nz > DIRECT_Z || nx >= usize::from(u16::MAX) {
         let d = squared_edt_3d_yxz(&|z, y, x| features[(z * ny + y) * nx + x], dims, spacing);
-        return (0..queries.len())
-            .filter(|&i| queries[i])
-            .map(|i| {
-                let (z, y, x) = (i / (nx * ny), i / nx % ny, i % nx);
-                d[(y * nx + x) * nz + z]
-            })
-            .collect();
+        let at = (0..queries.len()).filter(|&i| queries[i]);
+        for (o, i) in out.iter_mut().zip(at) {
+            let (z, y, x) = (i / (nx * ny), i / nx % ny, i % nx);
+            *o = d[(y * nx + x) * nz + z];
+        }
+        return;
     }
     // The x pass of every row, [z][y][x]: queries along a row read the same cache lines.
     // Entries are columns to the nearest feature of the row, `nx` without one; `cost`
@@ -195,22 +195,38 @@ pub(crate) fn squared_distances_from(
         dims,
         spacing,
     };
-    let mut out: Vec<f64> = queries
+    // Each row of queries writes its own piece of `out`.
+    let counts: Vec<usize> = queries
         .par_chunks(nx)
+        .map(|line| line.iter().filter(|&&q| q).count())
+        .collect();
+    assert_eq!(
+        counts.iter().sum::<usize>(),
+        out.len(),
+        "one output per query"
+    );
+    let mut pieces = Vec::with_capacity(counts.len());
+    let mut rest = &mut out[..];
+    for &c in &counts {
+        let (piece, tail) = rest.split_at_mut(c);
+        pieces.push(piece);
+        rest = tail;
+    }
+    pieces
+        .into_par_iter()
+        .zip(queries.par_chunks(nx))
         .enumerate()
         .with_min_len(16)
-        .flat_map_iter(|(r, line)| {
+        .for_each(|(r, (piece, line))| {
             let (z, y) = (r / ny, r % ny);
-            line.iter()
-                .enumerate()
-                .filter(|(_, q)| **q)
-                .map(move |(x, _)| grid.nearest([z, y, x]).unwrap_or(f64::NAN))
-        })
-        .collect();
+            let at = line.iter().enumerate().filter(|(_, q)| **q);
+            for (o, (x, _)) in piece.iter_mut().zip(at) {
+                *o = grid.nearest([z, y, x]).unwrap_or(f64::NAN);
+            }
+        });
     if out.iter().any(|v| v.is_nan()) {
-        grid.finish_far(queries, &mut out);
+        grid.finish_far(queries, out);
     }
-    out
 }
 
 /// Rows a query's search may take on each side of it in one plane before the query is
@@ -439,6 +455,18 @@ pub fn nearest_feature_2d(features: ArrayView2<'_, bool>, spacing: [f64; 2]) -> 
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// [`squared_distances_into`] into a new vector.
+    fn squared_distances_from(
+        features: &[bool],
+        queries: &[bool],
+        dims: [usize; 3],
+        spacing: [f64; 3],
+    ) -> Vec<f64> {
+        let mut out = vec![0.0; queries.iter().filter(|&&q| q).count()];
+        squared_distances_into(features, queries, dims, spacing, &mut out);
+        out
+    }
 
     fn brute_3d(m: &Array3<bool>, sp: [f64; 3]) -> Array3<f64> {
         let feats: Vec<(usize, usize, usize)> = m

@@ -14,7 +14,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::acdc::{CLASS_NAMES, NUM_CLASSES};
-use crate::edt::squared_distances_from;
+use crate::edt::squared_distances_into;
 use crate::error::{DataError, Result};
 
 /// How to score a class when the prediction or the ground truth is empty.
@@ -205,12 +205,15 @@ pub fn hd95(
         out
     };
     let (cp, cg) = (crop(bp.mask), crop(bg.mask));
-    let (mut d1, d2) = rayon::join(
-        || squared_distances_from(&cg, &cp, dims, spacing),
-        || squared_distances_from(&cp, &cg, dims, spacing),
+    // Both directions write into one buffer, pred's border voxels first.
+    let n_pred = cp.iter().filter(|&&b| b).count();
+    let mut d = vec![0.0; n_pred + cg.iter().filter(|&&b| b).count()];
+    let (to_gt, to_pred) = d.split_at_mut(n_pred);
+    rayon::join(
+        || squared_distances_into(&cg, &cp, dims, spacing, to_gt),
+        || squared_distances_into(&cp, &cg, dims, spacing, to_pred),
     );
-    d1.extend(d2);
-    Some(percentile_linear_of(&mut d1, 95.0, f64::sqrt))
+    Some(percentile_linear_of(&mut d, 95.0, f64::sqrt))
 }
 
 fn class_mask(labels: ArrayView3<'_, u8>, class: u8) -> Array3<bool> {

@@ -103,6 +103,26 @@ proptest! {
     }
 
     #[test]
+    fn hd95_of_volumes_with_many_slices_equals_brute_force(
+        a in proptest::collection::vec(proptest::bool::weighted(0.2), 36 * 3 * 4),
+        b in proptest::collection::vec(proptest::bool::weighted(0.2), 36 * 3 * 4),
+        sp in (0.5f64..3.0, 0.5f64..2.0, 0.5f64..2.0),
+    ) {
+        // More than 32 slices: the distances come from the full transform, read at the
+        // border voxels only.
+        let shape = (36, 3, 4);
+        let ma = Array3::from_shape_vec(shape, a).unwrap();
+        let mb = Array3::from_shape_vec(shape, b).unwrap();
+        let sp = [sp.0, sp.1, sp.2];
+        let got = hd95(ma.view(), mb.view(), sp);
+        let want = brute_hd95(&ma, &mb, sp);
+        match (got, want) {
+            (Some(g), Some(w)) => prop_assert!((g - w).abs() <= 1e-9 * w.max(1.0), "{} vs {}", g, w),
+            (g, w) => prop_assert_eq!(g, w),
+        }
+    }
+
+    #[test]
     fn hd95_of_far_apart_masks_in_part_of_the_volume_equals_brute_force(
         a in proptest::collection::vec(proptest::bool::weighted(0.3), 2 * 6 * 8),
         b in proptest::collection::vec(proptest::bool::weighted(0.3), 3 * 6 * 8),

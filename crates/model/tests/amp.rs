@@ -34,10 +34,12 @@ fn bf16_autocast_on_the_cpu_runs_products_in_bf16_inside_only() {
 fn gradients_reach_float32_weights_through_bf16_autocast() {
     let w = Tensor::ones([3, 3], (Kind::Float, Device::Cpu)).set_requires_grad(true);
     let x = Tensor::ones([2, 3], (Kind::Float, Device::Cpu));
-    let loss = autocast(Device::Cpu, AmpPrecision::Bf16, || {
-        x.matmul(&w).sum(Kind::Float)
+    let (kind, loss) = autocast(Device::Cpu, AmpPrecision::Bf16, || {
+        let y = x.matmul(&w);
+        (y.kind(), y.sum(Kind::Float))
     })
     .unwrap();
+    assert_eq!(kind, Kind::BFloat16, "the product ran in bf16");
     loss.backward();
     let g = w.grad();
     assert_eq!(

@@ -35,7 +35,7 @@ use slimseg_model::weights::{load_safetensors, save_safetensors};
 use slimseg_model::{GateMode, GateValues, PixelHead, TransUnet};
 use tch::{Device, Tensor, nn};
 
-use crate::config::RunConfig;
+use crate::config::{AmpChoice, RunConfig};
 use crate::data::EvalVolume;
 use crate::error::{Error, Result, write_atomic};
 use crate::eval::{EvalOptions, evaluate};
@@ -533,6 +533,13 @@ pub fn train(
     // Loss scaling keeps float16 gradients from underflowing; bfloat16 has float32's range.
     let scaled = amp_precision == Some(AmpPrecision::Fp16);
     let amp_name = amp_precision.map(|p| p.to_string());
+    if !device.is_cuda() && matches!(tc.amp, AmpChoice::On | AmpChoice::Fp16) {
+        eprintln!(
+            "  train.amp = {:?} is float16 autocast, which runs on CUDA only: training in \
+             fp32 on the CPU (train.amp = \"bf16\" autocasts here)",
+            tc.amp
+        );
+    }
     let search = matches!(model.gate_mode(), GateMode::Soft);
     let gates = if search { model.soft_gates() } else { None };
     let factors = sparsity_factors(&cfg.model, &cfg.search);
@@ -659,7 +666,11 @@ pub fn train(
                     ..s
                 };
             } else {
-                state = s;
+                // Checkpoints from before bf16 autocast recorded no precision.
+                state = TrainerState {
+                    amp_precision: amp_name.clone(),
+                    ..s
+                };
             }
         }
     }
