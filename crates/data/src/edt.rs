@@ -233,6 +233,32 @@ pub(crate) fn squared_distances_into(
 /// left to [`Rows::finish_far`].
 const SEARCH: usize = 32;
 
+/// From `best`, the value in the voxel's own plane `z`, the planes outward while the z step
+/// alone (`wz dz^2`) is below the best value: `best = visit(plane, step, best)` for each
+/// (`None` from `visit` stops with `None`).
+fn planes_outward(
+    z: usize,
+    nz: usize,
+    wz: f64,
+    mut best: f64,
+    mut visit: impl FnMut(usize, f64, f64) -> Option<f64>,
+) -> Option<f64> {
+    for dz in 1..nz {
+        let d = dz as f64;
+        let step = wz * d * d;
+        if step >= best {
+            break;
+        }
+        if dz <= z {
+            best = visit(z - dz, step, best)?;
+        }
+        if z + dz < nz {
+            best = visit(z + dz, step, best)?;
+        }
+    }
+    Some(best)
+}
+
 /// The x pass of a grid with what [`Rows::nearest`] needs to finish it at one voxel.
 #[derive(Clone, Copy)]
 struct Rows<'a> {
@@ -275,21 +301,7 @@ impl Rows<'_> {
             }
             Some(best)
         };
-        let mut best = plane(z, 0.0, f64::INFINITY)?;
-        for dz in 1..nz {
-            let d = dz as f64;
-            let step = wz * d * d;
-            if step >= best {
-                break;
-            }
-            if dz <= z {
-                best = plane(z - dz, step, best)?;
-            }
-            if z + dz < nz {
-                best = plane(z + dz, step, best)?;
-            }
-        }
-        Some(best)
+        planes_outward(z, nz, wz, plane(z, 0.0, f64::INFINITY)?, plane)
     }
 
     /// Fills the NaN entries of `out` (the queries [`Rows::nearest`] left, in query
@@ -333,21 +345,10 @@ impl Rows<'_> {
             .par_iter()
             .map(|&(_, [z, y, x])| {
                 let at = |p: usize| cols[(p * xs.len() + slot[x]) * ny + y];
-                let mut best = at(z);
-                for dz in 1..nz {
-                    let d = dz as f64;
-                    let step = wz * d * d;
-                    if step >= best {
-                        break;
-                    }
-                    if dz <= z {
-                        best = lesser(best, step + at(z - dz));
-                    }
-                    if z + dz < nz {
-                        best = lesser(best, step + at(z + dz));
-                    }
-                }
-                best
+                planes_outward(z, nz, wz, at(z), |p, step, best| {
+                    Some(lesser(best, step + at(p)))
+                })
+                .expect("column lookups always give a value")
             })
             .collect();
         let nan_slots = out.iter_mut().filter(|v| v.is_nan());

@@ -60,6 +60,19 @@ fn brute_hd95(a: &Array3<bool>, b: &Array3<bool>, sp: [f64; 3]) -> Option<f64> {
     Some(all[lo] + (all[hi] - all[lo]) * (pos - lo as f64))
 }
 
+/// `hd95` equals the brute force up to rounding, or both are undefined.
+fn hd95_equals_brute_force(
+    a: &Array3<bool>,
+    b: &Array3<bool>,
+    sp: [f64; 3],
+) -> Result<(), TestCaseError> {
+    match (hd95(a.view(), b.view(), sp), brute_hd95(a, b, sp)) {
+        (Some(g), Some(w)) => prop_assert!((g - w).abs() <= 1e-9 * w.max(1.0), "{} vs {}", g, w),
+        (g, w) => prop_assert_eq!(g, w),
+    }
+    Ok(())
+}
+
 fn mask_strategy() -> impl Strategy<Value = (Array3<bool>, Array3<bool>)> {
     (1usize..5, 2usize..8, 2usize..8).prop_flat_map(|(nz, ny, nx)| {
         let n = nz * ny * nx;
@@ -113,13 +126,7 @@ proptest! {
         let shape = (36, 3, 4);
         let ma = Array3::from_shape_vec(shape, a).unwrap();
         let mb = Array3::from_shape_vec(shape, b).unwrap();
-        let sp = [sp.0, sp.1, sp.2];
-        let got = hd95(ma.view(), mb.view(), sp);
-        let want = brute_hd95(&ma, &mb, sp);
-        match (got, want) {
-            (Some(g), Some(w)) => prop_assert!((g - w).abs() <= 1e-9 * w.max(1.0), "{} vs {}", g, w),
-            (g, w) => prop_assert_eq!(g, w),
-        }
+        hd95_equals_brute_force(&ma, &mb, [sp.0, sp.1, sp.2])?;
     }
 
     #[test]
@@ -138,13 +145,7 @@ proptest! {
         let mb = Array3::from_shape_fn(shape, |(z, y, x)| {
             z < 3 && y >= 44 && (4..12).contains(&x) && b[(z * 6 + y - 44) * 8 + x - 4]
         });
-        let sp = [sp.0, sp.1, sp.2];
-        let got = hd95(ma.view(), mb.view(), sp);
-        let want = brute_hd95(&ma, &mb, sp);
-        match (got, want) {
-            (Some(g), Some(w)) => prop_assert!((g - w).abs() <= 1e-9 * w.max(1.0), "{} vs {}", g, w),
-            (g, w) => prop_assert_eq!(g, w),
-        }
+        hd95_equals_brute_force(&ma, &mb, [sp.0, sp.1, sp.2])?;
     }
 
     #[test]
@@ -158,12 +159,7 @@ proptest! {
         let want_dice = (na + nb > 0).then(|| 2.0 * nab as f64 / (na + nb) as f64);
         prop_assert_eq!(dice(a.view(), b.view()), want_dice);
         for spacing in [sp, [1.0; 3]] {
-            let got = hd95(a.view(), b.view(), spacing);
-            let want = brute_hd95(&a, &b, spacing);
-            match (got, want) {
-                (Some(g), Some(w)) => prop_assert!((g - w).abs() <= 1e-9 * w.max(1.0), "{} vs {}", g, w),
-                (g, w) => prop_assert_eq!(g, w),
-            }
+            hd95_equals_brute_force(&a, &b, spacing)?;
         }
     }
 }
