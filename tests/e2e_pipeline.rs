@@ -719,6 +719,21 @@ fn pipeline_end_to_end() {
     );
     let md = std::fs::read_to_string(&report_md).unwrap();
     assert!(md.contains("### Latency predicted by the profile"), "{md}");
+    // `profile --batch --threads` sets the run's `[profile] batch` and threads: the table
+    // is measured again at that batch, on that many threads.
+    let t = text(&ok(&[
+        "profile",
+        "--run",
+        r,
+        "--batch",
+        "2",
+        "--threads",
+        "1",
+    ]));
+    assert!(t.contains("batch 2"), "{t}");
+    let table = json(&run.join("profile/latency_table.json"));
+    assert_eq!(table["batch"], 2, "{table}");
+    assert_eq!(table["device"], "cpu (1 threads)", "{table}");
 
     std::fs::remove_dir_all(&dir).unwrap();
 }

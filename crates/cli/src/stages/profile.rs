@@ -28,6 +28,13 @@ pub const TABLE_FILE: &str = "latency_table.json";
 pub struct ProfileArgs {
     #[command(flatten)]
     pub stage: StageArgs,
+    /// Batch size the table is measured at: the same as `--set profile.batch=B`, so the
+    /// run keeps it (a latency budget is then met at that batch).
+    #[arg(long, value_name = "B")]
+    pub batch: Option<usize>,
+    /// Intra-op CPU threads: the same as `--set train.threads=T`, the run's threads.
+    #[arg(long, value_name = "T")]
+    pub threads: Option<usize>,
 }
 
 /// Why the stage is not part of a run with `cfg`: no latency budget.
@@ -84,7 +91,10 @@ pub fn make(ctx: &mut Ctx<'_>, dir: &Path) -> Result<()> {
 }
 
 /// `profile`.
-pub fn cmd(a: ProfileArgs) -> Result<()> {
+pub fn cmd(mut a: ProfileArgs) -> Result<()> {
+    let set = &mut a.stage.run.set;
+    set.extend(a.batch.map(|b| format!("profile.batch={b}")));
+    set.extend(a.threads.map(|t| format!("train.threads={t}")));
     let run = a.stage.open()?;
     make_one(&run, "profile", a.stage.force, None)
 }
