@@ -1,6 +1,6 @@
 //! Cascaded upsampler (`DecoderCup`) and segmentation head of TransUNet.
 
-use tch::{Tensor, nn};
+use tch::{Kind, Tensor, nn};
 
 use crate::config::ModelConfig;
 use crate::layers::{Conv2d, Conv2dReLU};
@@ -56,6 +56,15 @@ impl DecoderCup {
             ),
             blocks,
             grid: cfg.grid_size() as i64,
+        }
+    }
+
+    /// Folds every BatchNorm into its convolution for inference in `kind`.
+    pub fn prepare(&mut self, kind: Kind) {
+        self.conv_more.prepare(kind);
+        for blk in &mut self.blocks {
+            blk.conv1.prepare(kind);
+            blk.conv2.prepare(kind);
         }
     }
 

@@ -9,7 +9,7 @@
 //! `|D(p)| > df_min_magnitude`, and at `p` elsewhere; `[F, warped F]` is fused by a 1x1
 //! conv-BN-ReLU back to the width of `F` and classified by the segmentation head.
 
-use tch::{Tensor, nn};
+use tch::{Kind, Tensor, nn};
 
 use crate::config::ModelConfig;
 use crate::layers::{Conv2d, Conv2dReLU};
@@ -30,6 +30,11 @@ impl DirectionFieldHead {
             fuse: Conv2dReLU::new(&(p / "fuse"), 2 * c, c, 1, 0),
             min_magnitude: cfg.df_min_magnitude,
         }
+    }
+
+    /// Folds the fusion's BatchNorm into its convolution for inference in `kind`.
+    pub fn prepare(&mut self, kind: Kind) {
+        self.fuse.prepare(kind);
     }
 
     /// # Shapes

@@ -163,8 +163,9 @@ impl TransUnet {
     /// Prepares the model for inference only, once its weights are loaded and it is on its
     /// device: the ResNet kernels are standardised once, the variables of `vs` (which
     /// must hold this model's) are cast to `opts.precision`, and with `opts.fast` q/k/v
-    /// run as one fused GEMM, attention as `scaled_dot_product_attention` and, on CPU,
-    /// the linears through oneDNN. Without `fast`, at fp32, the outputs are bit-identical
+    /// run as one fused GEMM, attention as `scaled_dot_product_attention`, on CPU the
+    /// linears through oneDNN, and the decoder's and pixel module's BatchNorms are folded
+    /// into their convolutions. Without `fast`, at fp32, the outputs are bit-identical
     /// to the unprepared model's.
     ///
     /// Afterwards the model refuses to train and to run after its device or kind
@@ -205,6 +206,12 @@ impl TransUnet {
             ));
         }
         self.transformer.prepare(kind, opts.fast);
+        if opts.fast {
+            self.decoder.prepare(kind);
+            if let Some(head) = &mut self.pixel_head {
+                head.prepare(kind);
+            }
+        }
         match opts.precision {
             Precision::Fp32 => {}
             Precision::Bf16 => vs.bfloat16(),
