@@ -31,7 +31,6 @@ use crate::graph::{Ctx, GRAPH, Provenance, StageRecord, states};
 use crate::figures::{self, Curve, Figure, GatePanel, OverlayRow, ParetoPoint};
 use crate::run::{Run, RunArgs, read_json};
 use crate::stages::bench::{BenchReport, LATENCY_FILE, side_measurements};
-use crate::stages::profile::TABLE_FILE as PROFILE_TABLE;
 use crate::stages::sweep::{SWEEP_FILE, SweepModel, SweepRecord};
 use crate::stages::{
     EVAL_FILE, ModelInfo, ModelStage, load_stage_model, model_info, read_eval, stage_arch,
@@ -821,11 +820,12 @@ pub fn make(ctx: &mut Ctx<'_>, out: &Path) -> Result<()> {
         Some(l) => precision_section(&mut md, l, acc_of, &title)?,
         None => json!(null),
     };
-    let prediction = match (&latency, record("profile")) {
-        (Some(l), Some(_)) => {
-            let t: LatencyTable = read_json(&run.stage("profile").join(PROFILE_TABLE))?;
-            prediction_section(run, &mut md, l, &t, &title)?
-        }
+    let table = match record("profile") {
+        Some(_) => crate::stages::profile::table(run)?,
+        None => None,
+    };
+    let prediction = match (&latency, &table) {
+        (Some(l), Some(t)) => prediction_section(run, &mut md, l, t, &title)?,
         _ => json!(null),
     };
 

@@ -10,6 +10,7 @@
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
+use slimseg_model::runtime::synchronize;
 use slimseg_model::{InferenceOptions, ModelConfig, SubnetArch, TransUnet};
 use tch::{Device, Kind, Tensor, nn};
 
@@ -204,12 +205,6 @@ pub fn describe_device(device: Device) -> String {
     }
 }
 
-fn sync(device: Device) {
-    if let Device::Cuda(i) = device {
-        tch::Cuda::synchronize(i as i64);
-    }
-}
-
 fn input(cfg: &ModelConfig, batch: usize, device: Device) -> Tensor {
     let s = cfg.img_size as i64;
     Tensor::randn([batch as i64, 1, s, s], (Kind::Float, device))
@@ -218,11 +213,11 @@ fn input(cfg: &ModelConfig, batch: usize, device: Device) -> Tensor {
 /// One timed forward pass.
 fn time_once(model: &TransUnet, xs: &Tensor) -> Result<RunTime> {
     let device = model.device();
-    sync(device);
+    synchronize(device);
     let cpu0 = process_cpu_ms();
     let start = Instant::now();
     let out = model.forward_t(xs, false)?;
-    sync(device);
+    synchronize(device);
     let wall_ms = start.elapsed().as_secs_f64() * 1e3;
     let cpu_ms = process_cpu_ms() - cpu0;
     drop(out);

@@ -311,19 +311,19 @@ impl Rows<'_> {
     fn finish_far(&self, queries: &[bool], out: &mut [f64]) {
         let [nz, ny, nx] = self.dims;
         let [wz, wy, _] = self.spacing.map(|s| s * s);
-        let far: Vec<(usize, [usize; 3])> = queries
+        let far: Vec<[usize; 3]> = queries
             .iter()
             .enumerate()
             .filter(|(_, q)| **q)
             .map(|(i, _)| i)
             .zip(out.iter())
             .filter(|(_, v)| v.is_nan())
-            .map(|(i, _)| (i, [i / (nx * ny), i / nx % ny, i % nx]))
+            .map(|(i, _)| [i / (nx * ny), i / nx % ny, i % nx])
             .collect();
         // Column slot of each x with a far query.
         let mut slot = vec![usize::MAX; nx];
         let mut xs = Vec::new();
-        for &(_, [_, _, x]) in &far {
+        for &[_, _, x] in &far {
             if slot[x] == usize::MAX {
                 slot[x] = xs.len();
                 xs.push(x);
@@ -343,7 +343,7 @@ impl Rows<'_> {
         );
         let values: Vec<f64> = far
             .par_iter()
-            .map(|&(_, [z, y, x])| {
+            .map(|&[z, y, x]| {
                 let at = |p: usize| cols[(p * xs.len() + slot[x]) * ny + y];
                 planes_outward(z, nz, wz, at(z), |p, step, best| {
                     Some(lesser(best, step + at(p)))

@@ -173,6 +173,15 @@ impl Precision {
         }
     }
 
+    /// Casts the floating-point variables of `vs` to this precision (fp32 leaves them).
+    pub fn cast(self, vs: &mut tch::nn::VarStore) {
+        match self {
+            Precision::Fp32 => {}
+            Precision::Bf16 => vs.bfloat16(),
+            Precision::Fp16 => vs.half(),
+        }
+    }
+
     /// The name used on the command line and in records (`fp32`, `bf16`, `fp16`).
     pub fn name(self) -> &'static str {
         match self {

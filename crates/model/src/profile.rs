@@ -23,6 +23,7 @@ use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::gates::LayerGates;
 use crate::infer::{InferenceOptions, Precision};
+use crate::runtime::synchronize;
 use crate::transunet::TransUnet;
 use crate::vit::Block;
 
@@ -191,12 +192,6 @@ impl LatencyTable {
     }
 }
 
-fn sync(device: Device) {
-    if let Device::Cuda(i) = device {
-        tch::Cuda::synchronize(i as i64);
-    }
-}
-
 /// Median ms of `f` over `repeats` runs after `warmup`.
 fn median_ms(warmup: usize, repeats: usize, device: Device, mut f: impl FnMut()) -> f64 {
     for _ in 0..warmup {
@@ -204,10 +199,10 @@ fn median_ms(warmup: usize, repeats: usize, device: Device, mut f: impl FnMut())
     }
     let mut t: Vec<f64> = (0..repeats.max(1))
         .map(|_| {
-            sync(device);
+            synchronize(device);
             let start = Instant::now();
             f();
-            sync(device);
+            synchronize(device);
             start.elapsed().as_secs_f64() * 1e3
         })
         .collect();
@@ -273,11 +268,7 @@ pub fn profile(
                 let mut vs = nn::VarStore::new(device);
                 let mut block = Block::new(&vs.root(), cfg, Some(&arch));
                 block.prepare(kind, opts.fast);
-                match opts.precision {
-                    Precision::Fp32 => {}
-                    Precision::Bf16 => vs.bfloat16(),
-                    Precision::Fp16 => vs.half(),
-                }
+                opts.precision.cast(&mut vs);
                 block_ms.push(median_ms(warmup, repeats, device, || {
                     let _ = block.forward_t(&xs, &gates, false);
                 }));

@@ -192,6 +192,14 @@ pub fn cuda_devices() -> Result<Vec<CudaDevice>, String> {
     }
 }
 
+/// Waits for the work queued on `device` (CUDA; nothing to wait for on the CPU), so that
+/// a timing covers the computation and not only its launch.
+pub fn synchronize(device: tch::Device) {
+    if let tch::Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -212,11 +212,7 @@ impl TransUnet {
                 head.prepare(kind);
             }
         }
-        match opts.precision {
-            Precision::Fp32 => {}
-            Precision::Bf16 => vs.bfloat16(),
-            Precision::Fp16 => vs.half(),
-        }
+        opts.precision.cast(vs);
         self.prepared = Some((self.device(), kind));
         Ok(())
     }
