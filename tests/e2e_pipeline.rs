@@ -717,6 +717,16 @@ fn pipeline_end_to_end() {
             .all(|p| p["measured_ms"].as_f64().unwrap() > 0.0),
         "{pred:?}"
     );
+    // The fractions of the full model's latency, predicted over measured.
+    let field = |stage: &str, key: &str| {
+        pred.iter().find(|p| p["stage"] == stage).unwrap()[key]
+            .as_f64()
+            .unwrap()
+    };
+    let fraction = |stage: &str, key: &str| field(stage, key) / field("baseline", key);
+    let want = fraction("compressed", "predicted_ms") / fraction("compressed", "measured_ms");
+    let got = field("compressed", "relative_predicted_over_measured");
+    assert!((got - want).abs() < 1e-9, "{pred:?}");
     let md = std::fs::read_to_string(&report_md).unwrap();
     assert!(md.contains("### Latency predicted by the profile"), "{md}");
     // `profile --batch --threads` sets the run's `[profile] batch` and threads: the table

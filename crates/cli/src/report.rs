@@ -1106,10 +1106,17 @@ fn prediction_section(
         "### Latency predicted by the profile\n\nThe latency budget selects by a table of \
          block latencies measured over a grid of widths on {} (batch {}, {}; `slimseg \
          profile`). Each model's latency as the table predicts it, beside the bench \
-         stage's measurement at the same batch and precision:\n\n| model | predicted (ms) \
-         | measured (ms) | predicted / measured |\n|---|---:|---:|---:|",
+         stage's measurement at the same batch and precision. A whole-model latency budget \
+         is a fraction of the full model's latency, so the last column compares fractions: \
+         each model's predicted over measured latency, each taken relative to the full \
+         model's, which cancels a change of the machine's speed between the profile and \
+         the bench stage:\n\n| model | predicted (ms) | measured (ms) | predicted / measured | \
+         relative to the full model |\n|---|---:|---:|---:|---:|",
         t.device, t.batch, t.precision
     );
+    let full = l
+        .get_at(ModelStage::Baseline, t.precision, t.batch)
+        .map(|s| (t.predict(None), s.median_ms));
     let mut out = Vec::new();
     for stage in ModelStage::in_run(&run.cfg) {
         if stage == ModelStage::Search || stage == ModelStage::Transunet {
@@ -1119,13 +1126,20 @@ fn prediction_section(
             continue;
         };
         let predicted = t.predict(stage_arch(run, stage)?.as_ref());
+        let relative = full.map(|(pf, mf)| (predicted / pf) / (measured / mf));
         let _ = writeln!(
             md,
-            "| {} | {predicted:.2} | {measured:.2} | {:.2} |",
+            "| {} | {predicted:.2} | {measured:.2} | {:.2} | {} |",
             title(stage),
-            predicted / measured
+            predicted / measured,
+            relative.map_or("-".into(), |r| format!("{r:.2}"))
         );
-        out.push(json!({"stage": stage, "predicted_ms": predicted, "measured_ms": measured}));
+        out.push(json!({
+            "stage": stage,
+            "predicted_ms": predicted,
+            "measured_ms": measured,
+            "relative_predicted_over_measured": relative,
+        }));
     }
     md.push('\n');
     Ok(json!(out))

@@ -151,8 +151,9 @@ fn main() -> Res<()> {
         )?;
         let spec = select_with(&cfg, &gates, &selection(align), Some(&table))?;
         println!(
-            "batch {batch}: profiled in {:.1} s; {}",
+            "batch {batch}: profiled in {:.1} s (blocks in place {:.2}x their time alone); {}",
             t.elapsed().as_secs_f64(),
+            table.block_scale,
             describe(&spec, &cfg)
         );
         let (_vs, sub) = prepared(&cfg, Some(&spec.arch), infer)?;
@@ -161,10 +162,13 @@ fn main() -> Res<()> {
         let (pf, ps) = (table.predict(None), table.predict(Some(&spec.arch)));
         println!(
             "  full: predicted {pf:.1} ms, measured {f:.1} ms ({:+.1}%); subnet: predicted \
-             {ps:.1} ms, measured {s:.1} ms ({:+.1}%); measured latency reduction {:.1}%",
+             {ps:.1} ms, measured {s:.1} ms ({:+.1}%); latency reduction predicted {:.1}%, \
+             measured {:.1}% (subnet / full predicted over measured: {:+.1}%)",
             100.0 * (pf / f - 1.0),
             100.0 * (ps / s - 1.0),
-            100.0 * (1.0 - s / f)
+            100.0 * (1.0 - ps / pf),
+            100.0 * (1.0 - s / f),
+            100.0 * ((ps / pf) / (s / f) - 1.0)
         );
     }
     Ok(())

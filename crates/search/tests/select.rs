@@ -590,6 +590,7 @@ fn latency_table(cfg: &ModelConfig) -> slimseg_model::profile::LatencyTable {
         mlp_units: u,
         tokens: t,
         block_ms,
+        block_scale: 1.0,
         fixed_ms: 0.5,
         full_ms: 0.0,
     }

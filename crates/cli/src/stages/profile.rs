@@ -80,8 +80,15 @@ pub fn make(ctx: &mut Ctx<'_>, dir: &Path) -> Result<()> {
         p.repeats,
     )?;
     let cfg = &run.cfg.model;
+    let scale = if t.in_place {
+        format!("in place, {:.2}x their time alone", t.block_scale)
+    } else {
+        "timed alone: the model without blocks did not time believably apart from the \
+         whole model, so the rest is the whole model less the blocks timed alone"
+            .into()
+    };
     eprintln!(
-        "  full model {:.2} ms: {} blocks of {:.2} ms and {:.2} ms for the rest",
+        "  full model {:.2} ms: {} blocks of {:.2} ms ({scale}) and {:.2} ms for the rest",
         t.full_ms,
         cfg.layers,
         t.block(cfg.hidden, cfg.mlp_dim, cfg.num_tokens()),
