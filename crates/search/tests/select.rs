@@ -591,6 +591,7 @@ fn latency_table(cfg: &ModelConfig) -> slimseg_model::profile::LatencyTable {
         tokens: t,
         block_ms,
         block_scale: 1.0,
+        in_place: false,
         fixed_ms: 0.5,
         full_ms: 0.0,
     }
