@@ -5,8 +5,10 @@
 //! cargo run --release -p slimseg-compress --example subnet_latency -- \
 //!     [--preset paper|tiny] [--gates RUN/search/gates_end.json | --seed 0] \
 //!     [--budget macs|latency] [--keep 0.7] [--align 8] [--batches 1,8] \
-//!     [--repeats 10] [--threads 2] [--exact]
+//!     [--repeats 10] [--threads 2] [--exact] [--pixel]
 //! ```
+//!
+//! `--pixel`: with the pixel module (DFTransUnet; the presets in code are TransUNet).
 //!
 //! - `--budget macs` (the default): does alignment pay? The subnet of `--keep` of the MACs
 //!   is selected twice, as ranked (unequal heads, any width) and aligned to multiples of
@@ -22,7 +24,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use slimseg_compress::LatencyOptions;
 use slimseg_compress::latency::{describe_device, time_models};
 use slimseg_model::profile::profile;
-use slimseg_model::{GateValues, InferenceOptions, ModelConfig, SubnetArch, TransUnet};
+use slimseg_model::{GateValues, InferenceOptions, ModelConfig, PixelHead, SubnetArch, TransUnet};
 use slimseg_search::{Budget, CostMetric, CostScope, SelectConfig, SubnetSpec, select_with};
 use tch::{Device, nn};
 
@@ -61,6 +63,7 @@ fn main() -> Res<()> {
     let mut metric = CostMetric::Macs;
     let mut opts = LatencyOptions::default();
     let mut infer = InferenceOptions::default();
+    let mut pixel = PixelHead::None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut val = || args.next().ok_or(format!("{flag} needs a value"));
@@ -86,10 +89,11 @@ fn main() -> Res<()> {
             "--repeats" => opts.repeats = val()?.parse()?,
             "--threads" => tch::set_num_threads(val()?.parse()?),
             "--exact" => infer.fast = false,
+            "--pixel" => pixel = PixelHead::DirectionField,
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
-    let cfg = ModelConfig::preset(&preset)?;
+    let cfg = ModelConfig::preset(&preset)?.with_pixel_head(pixel);
     let gates: GateValues = match &gates_path {
         Some(p) => serde_json::from_str(&std::fs::read_to_string(p)?)?,
         None => {

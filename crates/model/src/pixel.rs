@@ -32,8 +32,10 @@ impl DirectionFieldHead {
         }
     }
 
-    /// Folds the fusion's BatchNorm into its convolution for inference in `kind`.
+    /// Folds the fusion's BatchNorm into its convolution for inference in `kind`; both
+    /// convolutions take their fast paths.
     pub fn prepare(&mut self, kind: Kind) {
+        self.direction.prepare(true);
         self.fuse.prepare(kind);
     }
 

@@ -50,13 +50,14 @@ impl Bottleneck {
         }
     }
 
-    /// Standardises every kernel once for inference in `kind`.
-    fn prepare(&mut self, kind: Kind) {
+    /// Standardises every kernel once for inference in `kind`, with `fast` the
+    /// convolutions' fast paths too.
+    fn prepare(&mut self, kind: Kind, fast: bool) {
         for conv in [&mut self.conv1, &mut self.conv2, &mut self.conv3] {
-            conv.prepare(kind);
+            conv.prepare(kind, fast);
         }
         if let Some((conv, _)) = &mut self.downsample {
-            conv.prepare(kind);
+            conv.prepare(kind, fast);
         }
     }
 
@@ -114,11 +115,12 @@ impl ResNetV2 {
         }
     }
 
-    /// Standardises every kernel once for inference in `kind`.
-    pub fn prepare(&mut self, kind: Kind) {
-        self.root_conv.prepare(kind);
+    /// Standardises every kernel once for inference in `kind`, with `fast` the
+    /// convolutions' fast paths too.
+    pub fn prepare(&mut self, kind: Kind, fast: bool) {
+        self.root_conv.prepare(kind, fast);
         for unit in self.stages.iter_mut().flatten() {
-            unit.prepare(kind);
+            unit.prepare(kind, fast);
         }
     }
 

@@ -431,7 +431,8 @@ impl Transformer {
     /// Prepares the encoder for inference in `kind`: standardised ResNet kernels, and
     /// with `fast` the fused and oneDNN paths (module docs).
     pub fn prepare(&mut self, kind: Kind, fast: bool) {
-        self.embeddings.hybrid_model.prepare(kind);
+        self.embeddings.hybrid_model.prepare(kind, fast);
+        self.embeddings.patch_embeddings.prepare(fast);
         for block in &mut self.layers {
             block.prepare(kind, fast);
         }
