@@ -218,8 +218,10 @@ impl std::str::FromStr for Precision {
 pub struct InferenceOptions {
     /// Precision of weights and activations.
     pub precision: Precision,
-    /// Fused q/k/v, `scaled_dot_product_attention` and, on CPU, oneDNN linears. Off, an
-    /// fp32 model computes exactly what it computes in training.
+    /// Fused q/k/v, `scaled_dot_product_attention`, BatchNorms folded into their
+    /// convolutions and, on CPU, oneDNN linears and narrow 1x1 convolutions as matrix
+    /// products ([`crate::TransUnet::prepare_inference`]). Off, an fp32 model computes
+    /// exactly what it computes in training.
     pub fast: bool,
 }
 

@@ -15,9 +15,12 @@
 //!
 //! The other way round, a prepared 1x1 convolution with at most 8 input or output
 //! channels (the direction field's and the fusion's of the pixel module, the tiny
-//! preset's bottleneck projections) runs as a matrix product on CPU: oneDNN's kernels
-//! for so few channels took 5.3 ms for `[8, 8, 96, 96] -> 2` channels where the product
-//! took 0.07 ms, and 5.3 against 0.25 ms for `16 -> 8` (2 threads). In the tiny preset
+//! preset's bottleneck projections) runs as a matrix product on CPU: timed alternately
+//! on 2 threads, `conv2d` took 5.3 ms for `[8, 8, 96, 96] -> 2` channels where the
+//! product took 0.75 ms, 2-10x the product's time at the pixel module's other shapes
+//! and 2.4x for a tiny bottleneck at batch 8; only that bottleneck at batch 1 was faster
+//! as `conv2d` (10 against 16 us), which libtorch computes as a GEMM there anyway
+//! (`cargo run --release -p slimseg-model --example pointwise`). In the tiny preset
 //! with the pixel module, side by side, the forward pass took 0-5% less time at batch 1
 //! and 4-16% less at batch 8; the paper preset, where only the direction field's
 //! `16 -> 2` changes, stayed within noise.
@@ -185,7 +188,7 @@ impl Conv2d {
             && s[2..] == [1, 1]
             && self.stride == 1
             && self.padding == 0
-            && s[0].min(s[1]) <= MATMUL_MAX_NARROW_CHANNELS;
+            && (1..=MATMUL_MAX_NARROW_CHANNELS).contains(&s[0].min(s[1]));
     }
 
     /// `xs` convolved with this layer's geometry and the given `weight` and `bias` (a
@@ -401,6 +404,14 @@ mod tests {
         }
         // The folded conv-BN-ReLU takes it too, with the folded weights.
         let mut fused = Conv2dReLU::new(&(&p / "fuse"), 16, 8, 1, 0);
+        tch::no_grad(|| {
+            let bn = &mut fused.bn;
+            bn.running_mean.copy_(&(bn.running_mean.randn_like() * 0.5));
+            bn.running_var.copy_(&(bn.running_var.rand_like() + 0.5));
+            for t in [bn.ws.as_mut(), bn.bs.as_mut()].into_iter().flatten() {
+                t.copy_(&t.randn_like());
+            }
+        });
         let xs = Tensor::randn([2, 16, 5, 5], opts);
         let want = fused.forward_t(&xs, false);
         fused.prepare(Kind::Float);

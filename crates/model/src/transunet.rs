@@ -164,7 +164,8 @@ impl TransUnet {
     /// device: the ResNet kernels are standardised once, the variables of `vs` (which
     /// must hold this model's) are cast to `opts.precision`, and with `opts.fast` q/k/v
     /// run as one fused GEMM, attention as `scaled_dot_product_attention`, on CPU the
-    /// linears through oneDNN, and the decoder's and pixel module's BatchNorms are folded
+    /// linears through oneDNN and 1x1 convolutions of at most 8 input or output channels
+    /// as matrix products, and the decoder's and pixel module's BatchNorms are folded
     /// into their convolutions. Without `fast`, at fp32, the outputs are bit-identical
     /// to the unprepared model's.
     ///

@@ -429,7 +429,8 @@ impl Transformer {
     }
 
     /// Prepares the encoder for inference in `kind`: standardised ResNet kernels, and
-    /// with `fast` the fused and oneDNN paths (module docs).
+    /// with `fast` the fused and oneDNN paths (module docs) and the convolutions' fast
+    /// paths.
     pub fn prepare(&mut self, kind: Kind, fast: bool) {
         self.embeddings.hybrid_model.prepare(kind, fast);
         self.embeddings.patch_embeddings.prepare(fast);

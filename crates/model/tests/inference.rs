@@ -1,7 +1,8 @@
 //! A model prepared for inference (`TransUnet::prepare_inference`): without fast paths it
 //! computes bit for bit what the unprepared model computes; with them (fused q/k/v,
-//! `scaled_dot_product_attention`, oneDNN linears, BatchNorms folded into the decoder's
-//! convolutions) it differs by fp32 rounding only, on
+//! `scaled_dot_product_attention`, oneDNN linears, narrow 1x1 convolutions as matrix
+//! products, BatchNorms folded into the decoder's convolutions) it differs by fp32
+//! rounding only, on
 //! the full model, with gates, and on reduced models with unequal, empty and dropped
 //! heads, empty MLPs and dropped tokens; in bf16 it runs in bf16 and stays close; and it
 //! refuses what it cannot do.
