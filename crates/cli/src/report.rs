@@ -1104,7 +1104,7 @@ fn prediction_section(
     let _ = writeln!(
         md,
         "### Latency predicted by the profile\n\nThe latency budget selects by a table of \
-         block latencies measured over a grid of widths on {} (batch {}, {}; `slimseg \
+         block latencies measured over a grid of widths on {}, at batch {} in {} (`slimseg \
          profile`). Each model's latency as the table predicts it, beside the bench \
          stage's measurement at the same batch and precision. A whole-model latency budget \
          is a fraction of the full model's latency, so the last column compares fractions: \
