@@ -295,17 +295,22 @@ fn paired_median_ms(
     (median(a), median(b))
 }
 
-/// The subnet of `cfg` whose blocks keep nothing: each passes its tokens through.
+/// A block of `cfg` at a grid point: `heads x w` attention dims (equal heads), `u` MLP
+/// units and `t` tokens, each the first ones.
+fn grid_block(cfg: &ModelConfig, w: usize, u: usize, t: usize) -> LayerArch {
+    LayerArch {
+        head_dims: vec![(0..w).collect(); cfg.heads],
+        mlp_units: (0..u).collect(),
+        tokens: (0..t).collect(),
+    }
+}
+
+/// The subnet of `cfg` whose blocks keep nothing (the empty grid point): each passes its
+/// tokens through.
 fn hollow(cfg: &ModelConfig) -> SubnetArch {
     SubnetArch {
         full: SubnetArch::full_dims(cfg),
-        layers: (0..cfg.layers)
-            .map(|_| LayerArch {
-                head_dims: vec![Vec::new(); cfg.heads],
-                mlp_units: Vec::new(),
-                tokens: Vec::new(),
-            })
-            .collect(),
+        layers: vec![grid_block(cfg, 0, 0, 0); cfg.layers],
     }
 }
 
@@ -364,11 +369,7 @@ pub fn profile(
     for &w in &widths {
         for &u in &mlp_units {
             for &t in &tokens {
-                let arch = LayerArch {
-                    head_dims: vec![(0..w).collect(); heads],
-                    mlp_units: (0..u).collect(),
-                    tokens: (0..t).collect(),
-                };
+                let arch = grid_block(cfg, w, u, t);
                 let mut vs = nn::VarStore::new(device);
                 let mut block = Block::new(&vs.root(), cfg, Some(&arch));
                 block.prepare(kind, opts.fast);
